@@ -290,3 +290,6 @@ impl<V: Clone + PartialEq> Object<V> {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
