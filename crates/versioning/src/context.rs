@@ -128,8 +128,10 @@ impl Context {
         let mut entries = Vec::with_capacity(count.min(reader.bytes.len() / MIN_ENTRY_LEN));
         for _ in 0..count {
             let node = reader.varint("actor node")?;
-            let epoch = u32::try_from(reader.varint("actor epoch")?)
-                .map_err(|_| Error::OutOfRange { field: "actor epoch" })?;
+            let epoch =
+                u32::try_from(reader.varint("actor epoch")?).map_err(|_| Error::OutOfRange {
+                    field: "actor epoch",
+                })?;
             let counter = reader.varint("counter")?;
             let timestamp_ms = reader.varint("timestamp")?;
             entries.push(Entry {
@@ -255,7 +257,9 @@ mod tests {
         ));
         assert!(matches!(
             Context::decode(&[1, 1, 5]),
-            Err(Error::Truncated { field: "actor epoch" })
+            Err(Error::Truncated {
+                field: "actor epoch"
+            })
         ));
         assert_eq!(
             Context::decode(&[1, 0, 0]),
@@ -302,7 +306,9 @@ mod tests {
         bytes.push(0x01);
         assert!(matches!(
             Context::decode(&bytes),
-            Err(Error::OutOfRange { field: "actor node" })
+            Err(Error::OutOfRange {
+                field: "actor node"
+            })
         ));
         // Counter above MAX_COUNTER.
         let mut bytes = vec![1, 1, 1, 0];

@@ -54,7 +54,9 @@ pub enum Error {
         max: usize,
     },
     /// Entries are not in strictly increasing actor order.
-    #[error("clock entries are not sorted by actor: {actor:?} at position {index} follows a greater actor")]
+    #[error(
+        "clock entries are not sorted by actor: {actor:?} at position {index} follows a greater actor"
+    )]
     UnsortedActors {
         /// Position of the offending entry.
         index: usize,

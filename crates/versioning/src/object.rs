@@ -290,6 +290,5 @@ impl<V: Clone + PartialEq> Object<V> {
     }
 }
 
-
 #[cfg(test)]
 mod tests;

@@ -71,7 +71,10 @@ fn a_context_that_dominates_every_sibling_collapses_them_to_one() {
     let everything = replica.context();
     replica.put(SY, &everything, 99, 10);
     assert_eq!(replica.values(), vec![&99]);
-    assert_eq!(replica.context().clock().compare(everything.clock()), Causality::After);
+    assert_eq!(
+        replica.context().clock().compare(everything.clock()),
+        Causality::After
+    );
 }
 
 #[test]
@@ -85,7 +88,11 @@ fn reconcile_returns_the_causally_maximal_set_and_a_subsuming_context() {
     z.put(SZ, &Context::empty(), "v3", 3);
 
     let answer = Object::reconcile([x.clone(), y.clone(), z.clone()]);
-    assert_eq!(answer.values(), vec![&"v2", &"v3"], "v1 is superseded by v2");
+    assert_eq!(
+        answer.values(),
+        vec![&"v2", &"v3"],
+        "v1 is superseded by v2"
+    );
     for replica in [&x, &y, &z] {
         assert!(answer.clock().descends(replica.clock()));
     }
@@ -108,7 +115,11 @@ fn a_wiped_node_with_a_new_epoch_neither_loses_to_nor_overwrites_older_writes() 
     let reborn = Actor::new(7, 1);
     let mut wiped = Object::new();
     let dot = wiped.put(reborn, &Context::empty(), "blind", 3);
-    assert_eq!(dot, Dot::new(reborn, 1), "counters restart, under a new actor");
+    assert_eq!(
+        dot,
+        Dot::new(reborn, 1),
+        "counters restart, under a new actor"
+    );
 
     // The blind write is concurrent with the old one: both survive, in either merge direction.
     let mut at_peer = peer.clone();
@@ -123,7 +134,11 @@ fn a_wiped_node_with_a_new_epoch_neither_loses_to_nor_overwrites_older_writes() 
     reused.put(old, &Context::empty(), "blind", 3);
     let mut lossy = peer.clone();
     lossy.merge(&reused);
-    assert_eq!(lossy.values(), vec![&"kept"], "this is the kv679 bug epochs prevent");
+    assert_eq!(
+        lossy.values(),
+        vec![&"kept"],
+        "this is the kv679 bug epochs prevent"
+    );
 
     // A write through the wiped node that read the cluster's context supersedes the old value.
     let mut wiped = Object::new();
@@ -200,9 +215,17 @@ fn prune_keeps_at_most_max_entries_oldest_first_and_reports_how_many() {
     let removed = replica.prune(&PrunePolicy { max_entries: 3 });
     assert_eq!(removed, 3);
     let kept: Vec<u64> = clock_of(&replica).iter().map(|e| e.0).collect();
-    assert_eq!(kept, vec![3, 5, 6], "entries written at 100, 200 and 400 went first");
+    assert_eq!(
+        kept,
+        vec![3, 5, 6],
+        "entries written at 100, 200 and 400 went first"
+    );
     assert_eq!(replica.prune(&PrunePolicy { max_entries: 3 }), 0);
-    assert_eq!(replica.values(), vec![&0], "pruning never removes a sibling");
+    assert_eq!(
+        replica.values(),
+        vec![&0],
+        "pruning never removes a sibling"
+    );
 }
 
 #[test]
@@ -229,7 +252,10 @@ fn a_coordinator_whose_entry_was_pruned_never_reuses_a_counter() {
     assert_eq!(home.clock().get(&SX), 0, "Sx's entry is gone");
 
     let dot = home.put(SX, &Context::empty(), "after prune", 3);
-    assert!(dot.counter > 3, "issued {dot:?}, which the cluster has not seen");
+    assert!(
+        dot.counter > 3,
+        "issued {dot:?}, which the cluster has not seen"
+    );
     let mut at_peer = peer;
     at_peer.merge(&home);
     assert!(at_peer.values().contains(&&"after prune"));
@@ -243,7 +269,11 @@ fn resolve_lww_keeps_the_latest_timestamp_and_breaks_ties_by_dot() {
     replica.put(SZ, &Context::empty(), "late too", 50);
     let clock_before = replica.clock().clone();
     let winner = replica.resolve_lww().map(|s| s.value);
-    assert_eq!(winner, Some("late too"), "equal timestamps: the greater dot wins");
+    assert_eq!(
+        winner,
+        Some("late too"),
+        "equal timestamps: the greater dot wins"
+    );
     assert_eq!(replica.values(), vec![&"late too"]);
     assert_eq!(replica.clock(), &clock_before);
     assert_eq!(Object::<u8>::new().resolve_lww(), None);
@@ -279,7 +309,10 @@ fn deserialization_accepts_valid_objects_and_rejects_broken_invariants() {
     replica.put(SX, &Context::empty(), 5u8, 1);
     replica.put(SY, &Context::empty(), 6u8, 2);
     let json = serde_json::to_string(&replica).expect("serializes");
-    assert_eq!(serde_json::from_str::<Object<u8>>(&json).ok(), Some(replica));
+    assert_eq!(
+        serde_json::from_str::<Object<u8>>(&json).ok(),
+        Some(replica)
+    );
 
     let uncovered = r#"{"clock":{"entries":[]},"siblings":[
         {"dot":{"actor":{"node":1,"epoch":0},"counter":1},"timestamp_ms":0,"value":1}],
