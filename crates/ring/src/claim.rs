@@ -97,6 +97,14 @@ impl Layout {
         cost
     }
 
+    /// Owners placed within `window` positions of `pos` on either side.
+    fn neighbours<'o>(&self, owners: &'o [usize], pos: usize) -> impl Iterator<Item = usize> + 'o {
+        let q = owners.len();
+        (1..=self.window)
+            .flat_map(move |d| [owners[(pos + d) % q], owners[(pos + q - d) % q]])
+            .filter(|&o| o != UNPLACED)
+    }
+
     /// Circular distance from `pos` to the nearest other position owned by `member` (`q` if there is none).
     fn spacing(&self, owners: &[usize], pos: usize, member: usize) -> usize {
         let q = owners.len();
@@ -146,32 +154,73 @@ pub(crate) fn targets(members: &[Member], q: u32, current: &[u32]) -> Vec<u32> {
 
 /// Owner table for a fresh ring: every member gets exactly its target, laid out so that the same node (then the
 /// same zone) does not own two partitions within `window` positions when that can be avoided.
+///
+/// Among equally good candidates the claim prefers the member that has been a near neighbour of the
+/// already-placed neighbours least often. That varies who sits next to whom from one round to the next, so
+/// when a member later leaves, its partitions are surrounded by different nodes and can be handed to many
+/// different receivers without repeats (a strictly periodic layout leaves only a few conflict-free receivers).
 pub(crate) fn initial_claim(layout: &Layout, targets: &[u32]) -> Vec<usize> {
     let q: usize = targets.iter().map(|&t| t as usize).sum();
+    let s = targets.len();
     let mut owners = vec![UNPLACED; q];
     let mut remaining = targets.to_vec();
-    let mut last_placed: Vec<Option<usize>> = vec![None; targets.len()];
+    let mut last_placed: Vec<Option<usize>> = vec![None; s];
+    // How often two members have owned partitions within `window` of each other; only members with a
+    // non-zero target are ever placed, so the matrix is indexed by member index directly.
+    let mut near = NearMatrix::new(s);
     for pos in 0..q {
-        let best = (0..targets.len())
-            .filter(|&m| remaining[m] > 0)
-            .min_by_key(|&m| {
-                (
-                    layout.cost(&owners, pos, m),
-                    Reverse(remaining[m]),
-                    last_placed[m],
-                    m,
-                )
-            });
+        let neighbours: Vec<usize> = layout.neighbours(&owners, pos).collect();
+        let best = (0..s).filter(|&m| remaining[m] > 0).min_by_key(|&m| {
+            (
+                layout.cost(&owners, pos, m),
+                Reverse(remaining[m]),
+                neighbours.iter().map(|&x| near.get(x, m)).sum::<u32>(),
+                last_placed[m],
+                m,
+            )
+        });
         // The targets sum to q, so some member always has a partition left to place.
         if let Some(m) = best {
             owners[pos] = m;
             remaining[m] -= 1;
             last_placed[m] = Some(pos);
+            for &x in &neighbours {
+                near.bump(x, m);
+            }
         }
     }
     let movable = vec![true; q];
     repair(layout, &mut owners, &movable);
     owners
+}
+
+/// Symmetric counts of how often two members were placed near each other during the initial claim.
+struct NearMatrix {
+    /// Number of members (rows and columns).
+    s: usize,
+    /// Row-major `s * s` counts.
+    counts: Vec<u32>,
+}
+
+impl NearMatrix {
+    fn new(s: usize) -> NearMatrix {
+        NearMatrix {
+            s,
+            counts: vec![0; s * s],
+        }
+    }
+
+    fn get(&self, a: usize, b: usize) -> u32 {
+        self.counts.get(a * self.s + b).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, a: usize, b: usize) {
+        for i in [a * self.s + b, b * self.s + a] {
+            if let Some(c) = self.counts.get_mut(i) {
+                *c = c.saturating_add(1);
+            }
+        }
+    }
 }
 
 /// Preference order of a candidate move (lower is better): nearby repeats it creates, then the donor's
