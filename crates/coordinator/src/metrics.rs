@@ -1,0 +1,114 @@
+//! Request metrics, registered by the node into its Prometheus registry.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels for per-operation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// "get", "put" or "delete".
+    pub op: &'static str,
+    /// "ok", "not_found", "invalid", "unavailable", "timeout" or "error".
+    pub outcome: &'static str,
+}
+
+/// Labels for series that only split by operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpOnly {
+    /// "get", "put" or "delete".
+    pub op: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s in 16 doubling steps: covers a loopback round trip up to a stuck quorum.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+fn siblings_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0])
+}
+
+/// The coordinator's metrics. Cheap to clone (every handle is shared).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Requests by operation and outcome.
+    pub requests: Family<OpLabels, Counter>,
+    /// Request latency in seconds, by operation.
+    pub latency: Family<OpOnly, Histogram, fn() -> Histogram>,
+    /// Requests that failed to meet a quorum, by operation.
+    pub quorum_failures: Family<OpOnly, Counter>,
+    /// Siblings returned per successful read.
+    pub siblings_per_read: Histogram,
+    /// Requests forwarded to another coordinator because this node is not in the key's top N.
+    pub forwarded: Counter,
+    /// Replica writes sent to stale or missing replicas after a read (read repair, paper 4.5).
+    pub read_repairs: Counter,
+    /// Replica writes that failed after the client had been answered.
+    pub background_write_failures: Counter,
+    /// Vector clock entries removed by pruning (paper 4.4).
+    pub clock_entries_pruned: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            quorum_failures: Family::default(),
+            siblings_per_read: siblings_histogram(),
+            forwarded: Counter::default(),
+            read_repairs: Counter::default(),
+            background_write_failures: Counter::default(),
+            clock_entries_pruned: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every series under the `dynamo_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dynamo_requests",
+            "Client requests by operation and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "dynamo_request_latency_seconds",
+            "Request latency",
+            self.latency.clone(),
+        );
+        registry.register(
+            "dynamo_quorum_failures",
+            "Requests that did not meet their quorum",
+            self.quorum_failures.clone(),
+        );
+        registry.register(
+            "dynamo_siblings_per_read",
+            "Siblings returned per read",
+            self.siblings_per_read.clone(),
+        );
+        registry.register(
+            "dynamo_forwarded",
+            "Requests forwarded to a coordinator in the top N",
+            self.forwarded.clone(),
+        );
+        registry.register(
+            "dynamo_read_repairs",
+            "Replica writes made by read repair",
+            self.read_repairs.clone(),
+        );
+        registry.register(
+            "dynamo_background_write_failures",
+            "Replica writes that failed after the client was answered",
+            self.background_write_failures.clone(),
+        );
+        registry.register(
+            "dynamo_clock_entries_pruned",
+            "Vector clock entries pruned",
+            self.clock_entries_pruned.clone(),
+        );
+    }
+}

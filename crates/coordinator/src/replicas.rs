@@ -1,0 +1,68 @@
+//! What a coordinator needs from its peers. The trait lives here, with the code that uses it; the
+//! rpc crate implements it over tarpc and tests implement it in-process.
+
+use std::future::Future;
+use std::time::Duration;
+
+use dynamo_ring::NodeId;
+use dynamo_storage::{ObjectKey, VersionedObject};
+
+use crate::api::{DeleteRequest, DeleteResponse, PutRequest, PutResponse, ReplicaPut};
+use crate::error::Result;
+use crate::props::BucketProps;
+
+/// Remote replicas, addressed by node id. Every call carries the time the caller is still willing
+/// to wait; an implementation must give up (with `Error::Timeout`) when it passes. Calls are
+/// cancellation safe from the caller's side: dropping the future abandons the reply, not the
+/// remote effect (a replica write that was sent may still be applied).
+pub trait Replicas: Send + Sync + 'static {
+    /// Reads the replica's version of `key` (`None` when it has never stored the key).
+    fn get(
+        &self,
+        to: &NodeId,
+        key: &ObjectKey,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<VersionedObject>>> + Send;
+
+    /// Merges `put.object` into the replica's version. Idempotent: sending the same object twice
+    /// stores it once. Returns whether the replica made it durable before answering.
+    fn put(
+        &self,
+        to: &NodeId,
+        put: ReplicaPut,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Asks `to` to coordinate a write (this node is not in the key's top N).
+    fn forward_put(
+        &self,
+        to: &NodeId,
+        request: PutRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PutResponse>> + Send;
+
+    /// Asks `to` to coordinate a delete.
+    fn forward_delete(
+        &self,
+        to: &NodeId,
+        request: DeleteRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<DeleteResponse>> + Send;
+
+    /// Lists the live keys `to` stores for `bucket`.
+    fn list_keys(
+        &self,
+        to: &NodeId,
+        bucket: &[u8],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+
+    /// Tells `to` about a bucket's new properties.
+    fn set_bucket_props(
+        &self,
+        to: &NodeId,
+        bucket: &[u8],
+        props: &BucketProps,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,260 @@
+//! The write path (paper 4.5): put and delete, coordinated by a node in the key's top N.
+
+use std::time::{Duration, Instant};
+
+use dynamo_ring::PreferenceList;
+use dynamo_storage::{Content, ObjectKey, VersionedObject};
+use dynamo_versioning::Context;
+use tokio::sync::mpsc;
+
+use crate::api::{DeleteRequest, DeleteResponse, GetRequest, PutRequest, PutResponse, ReplicaPut};
+use crate::coordinator::{Coordinator, Target};
+use crate::error::{Error, Result};
+use crate::quorum::{Verdict, WriteReply, WriteTally};
+use crate::replicas::Replicas;
+
+/// Resolved write quorums.
+#[derive(Clone, Copy, Debug)]
+struct WriteQuorum {
+    w: u8,
+    dw: u8,
+    pw: u8,
+}
+
+impl<R: Replicas> Coordinator<R> {
+    /// Writes a value (paper 4.1 `put`). The coordinator mints a new version from the request's
+    /// context, stores it, sends it to the other replicas and answers after W acknowledgements;
+    /// the remaining replica writes finish in the background.
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse> {
+        let started = Instant::now();
+        let result = self.put_inner(request).await;
+        self.observe("put", started, &result, false);
+        result
+    }
+
+    async fn put_inner(&self, request: PutRequest) -> Result<PutResponse> {
+        self.check_key(&request.bucket, &request.key)?;
+        self.inner
+            .engine
+            .limits()
+            .check_value(&request.content.value)?;
+        let props = self.bucket_props(&request.bucket);
+        let quorum = WriteQuorum {
+            w: request.w.resolve(props.n_val, props.w, "w")?,
+            dw: request.dw.resolve(props.n_val, props.dw, "dw")?,
+            pw: request.pw.resolve(props.n_val, props.pw, "pw")?,
+        };
+        let timeout = self.timeout(request.timeout_ms);
+        let pl = self.preference_list(&request.bucket, &request.key, props.n_val);
+        if !pl.primaries().contains(&self.inner.me) && !request.forwarded {
+            return self.forward_put(&pl, request, timeout).await;
+        }
+        let key = self.object_key(&pl, &request.bucket, &request.key);
+        let lww = props.last_write_wins;
+        let stored = self
+            .mint(key.clone(), request.context, request.content, lww)
+            .await?;
+        self.replicate(&pl, key, stored.clone(), lww, quorum, timeout)
+            .await?;
+        Ok(PutResponse { object: stored })
+    }
+
+    /// Deletes a key by writing a tombstone that supersedes the versions in the context. Without a
+    /// context the key is read first (R) and the tombstone covers what the read found.
+    pub async fn delete(&self, request: DeleteRequest) -> Result<DeleteResponse> {
+        let started = Instant::now();
+        let result = self.delete_inner(request).await;
+        self.observe(
+            "delete",
+            started,
+            &result,
+            matches!(result, Ok(DeleteResponse { existed: false })),
+        );
+        result
+    }
+
+    async fn delete_inner(&self, request: DeleteRequest) -> Result<DeleteResponse> {
+        self.check_key(&request.bucket, &request.key)?;
+        let props = self.bucket_props(&request.bucket);
+        let quorum = WriteQuorum {
+            w: request.w.resolve(props.n_val, props.w, "w")?,
+            dw: request.dw.resolve(props.n_val, props.dw, "dw")?,
+            pw: request.pw.resolve(props.n_val, props.pw, "pw")?,
+        };
+        let timeout = self.timeout(request.timeout_ms);
+        let pl = self.preference_list(&request.bucket, &request.key, props.n_val);
+        if !pl.primaries().contains(&self.inner.me) && !request.forwarded {
+            self.inner.metrics.forwarded.inc();
+            return self
+                .try_primaries(&pl, |to| {
+                    let mut forwarded = request.clone();
+                    forwarded.forwarded = true;
+                    let replicas = std::sync::Arc::clone(&self.inner.replicas);
+                    async move { replicas.forward_delete(&to, forwarded, timeout).await }
+                })
+                .await;
+        }
+        let (context, existed) = match request.context {
+            Some(context) => (context, true),
+            None => {
+                let read = self
+                    .get(GetRequest {
+                        bucket: request.bucket.clone(),
+                        key: request.key.clone(),
+                        r: request.r,
+                        pr: crate::props::Quorum::Count(0),
+                        timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+                    })
+                    .await?;
+                if read.object.is_empty() {
+                    return Ok(DeleteResponse { existed: false });
+                }
+                (read.context(), !read.is_not_found())
+            }
+        };
+        let key = self.object_key(&pl, &request.bucket, &request.key);
+        let lww = props.last_write_wins;
+        let stored = self
+            .mint(key.clone(), context, Content::tombstone(), lww)
+            .await?;
+        self.replicate(&pl, key, stored, lww, quorum, timeout)
+            .await?;
+        Ok(DeleteResponse { existed })
+    }
+
+    /// Sends a write this node may not coordinate to the first primary that answers.
+    async fn forward_put(
+        &self,
+        pl: &PreferenceList,
+        request: PutRequest,
+        timeout: Duration,
+    ) -> Result<PutResponse> {
+        self.inner.metrics.forwarded.inc();
+        self.try_primaries(pl, |to| {
+            let mut forwarded = request.clone();
+            forwarded.forwarded = true;
+            let replicas = std::sync::Arc::clone(&self.inner.replicas);
+            async move { replicas.forward_put(&to, forwarded, timeout).await }
+        })
+        .await
+    }
+
+    /// Tries `call` on each primary in order until one answers with anything but a retryable
+    /// error. One hop only: the request is marked forwarded, so the receiver never forwards again.
+    async fn try_primaries<T, F, Fut>(&self, pl: &PreferenceList, mut call: F) -> Result<T>
+    where
+        F: FnMut(dynamo_ring::NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last = Error::Unavailable {
+            kind: "coordinator".into(),
+            needed: 1,
+            got: 0,
+            detail: "no primary replica to forward to".into(),
+        };
+        for to in pl.primaries() {
+            match call(to.clone()).await {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(node = %to, error = %e, "forwarding failed; trying the next primary");
+                    last = e;
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Creates the new version locally: atomically reads the stored object, adds a sibling with a
+    /// fresh dot from this node's actor (discarding what `context` covers), prunes the clock and
+    /// stores it. Returns what was stored.
+    async fn mint(
+        &self,
+        key: ObjectKey,
+        context: Context,
+        content: Content,
+        lww: bool,
+    ) -> Result<VersionedObject> {
+        let actor = self.inner.actor;
+        let now = self.inner.clock.now_ms();
+        let policy = self.inner.options.prune.clone();
+        let metrics = self.inner.metrics.clone();
+        self.blocking(move |engine| {
+            engine.update(
+                &key,
+                Box::new(move |stored: Option<VersionedObject>| {
+                    let mut object = stored.unwrap_or_default();
+                    object.put(actor, &context, content, now);
+                    if lww {
+                        object.resolve_lww();
+                    }
+                    let pruned = object.prune(&policy);
+                    metrics.clock_entries_pruned.inc_by(pruned as u64);
+                    Ok(object)
+                }),
+            )
+        })
+        .await
+    }
+
+    /// Sends the coordinator's version to the other replicas and waits for the write quorum. The
+    /// local store already happened and counts as the first acknowledgement.
+    async fn replicate(
+        &self,
+        pl: &PreferenceList,
+        key: ObjectKey,
+        object: VersionedObject,
+        lww: bool,
+        quorum: WriteQuorum,
+        timeout: Duration,
+    ) -> Result<()> {
+        let targets = self.targets(pl);
+        let me_primary = targets.iter().any(|t| t.node == self.inner.me);
+        let remote: Vec<Target> = targets
+            .into_iter()
+            .filter(|t| t.node != self.inner.me)
+            .collect();
+        let primaries = remote.iter().filter(|t| t.primary).count() + usize::from(me_primary);
+        let mut tally =
+            WriteTally::new(quorum.w, quorum.dw, quorum.pw, remote.len() + 1, primaries);
+        let mut verdict = tally.record(
+            &self.inner.me,
+            me_primary,
+            WriteReply::Stored {
+                durable: self.durable_writes(),
+            },
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for target in remote {
+            let put = ReplicaPut {
+                key: key.clone(),
+                object: object.clone(),
+                last_write_wins: lww,
+            };
+            self.spawn_replica_put(target, put, timeout, Some(tx.clone()));
+        }
+        drop(tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match verdict {
+                Verdict::Succeeded => return Ok(()),
+                Verdict::Failed(e) => return Err(e),
+                Verdict::Pending => {}
+            }
+            verdict = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((target, result))) => {
+                    let reply = match result {
+                        Ok(durable) => WriteReply::Stored { durable },
+                        Err(e) => WriteReply::Failed(e.to_string()),
+                    };
+                    tally.record(&target.node, target.primary, reply)
+                }
+                Ok(None) => Verdict::Failed(tally.give_up()),
+                Err(_) => {
+                    return Err(Error::Timeout(
+                        u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    ));
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A pool of authenticated connections to other nodes, keyed by node id. tarpc clients never
+//! reconnect by themselves, so the pool drops a connection as soon as a call on it fails at the
+//! transport level or times out (a half-open or wedged connection looks like a timeout) and dials
+//! again on the next call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamo_coordinator::{
+    BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
+    PutRequest, PutResponse, ReplicaPut, Replicas, Result,
+};
+use dynamo_ring::NodeId;
+use dynamo_storage::{ObjectKey, VersionedObject};
+use parking_lot::{Mutex, RwLock};
+use tarpc::client::RpcError;
+
+use crate::auth::ClusterAuth;
+use crate::server::AddressBook;
+use crate::service::{ClusterMap, NodeClient};
+use crate::transport::{Connector, framed};
+
+/// How long dialling and authenticating a peer may take. Loopback and LAN peers answer in
+/// microseconds; a second means the peer is down or overloaded.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connections to other nodes.
+pub struct PeerPool<C> {
+    connector: C,
+    auth: ClusterAuth,
+    addresses: RwLock<BTreeMap<NodeId, String>>,
+    clients: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Option<NodeClient>>>>>,
+}
+
+impl<C: Connector> PeerPool<C> {
+    /// A pool dialling with `connector`, proving `auth`, with the given member addresses.
+    pub fn new(
+        connector: C,
+        auth: ClusterAuth,
+        addresses: BTreeMap<NodeId, String>,
+    ) -> PeerPool<C> {
+        PeerPool {
+            connector,
+            auth,
+            addresses: RwLock::new(addresses),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the known addresses (a client refreshing its cluster map). Connections to nodes
+    /// whose address changed are dropped.
+    pub fn set_addresses(&self, addresses: BTreeMap<NodeId, String>) {
+        let mut current = self.addresses.write();
+        let mut clients = self.clients.lock();
+        clients.retain(|node, _| current.get(node) == addresses.get(node));
+        *current = addresses;
+    }
+
+    fn address(&self, node: &NodeId) -> Result<String> {
+        self.addresses
+            .read()
+            .get(node)
+            .cloned()
+            .ok_or_else(|| Error::Unreachable(format!("no address known for node {node}")))
+    }
+
+    fn slot(&self, node: &NodeId) -> Arc<tokio::sync::Mutex<Option<NodeClient>>> {
+        Arc::clone(self.clients.lock().entry(node.clone()).or_default())
+    }
+
+    /// A connected client for `node`, dialling if there is none. Concurrent callers share one dial.
+    async fn client(&self, node: &NodeId) -> Result<NodeClient> {
+        let slot = self.slot(node);
+        let mut guard = slot.lock().await;
+        if let Some(client) = guard.as_ref() {
+            return Ok(client.clone());
+        }
+        let addr = self.address(node)?;
+        let dial = async {
+            let mut stream = self
+                .connector
+                .connect(&addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.auth
+                .connect(&mut stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(stream)
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Error::Unreachable(format!("{node} at {addr}: {e}"))),
+            Err(_) => {
+                return Err(Error::Unreachable(format!(
+                    "{node} at {addr}: connect timed out"
+                )));
+            }
+        };
+        let client = NodeClient::new(tarpc::client::Config::default(), framed(stream)).spawn();
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the connection to `node` so the next call dials again.
+    fn evict(&self, node: &NodeId) {
+        self.clients.lock().remove(node);
+    }
+
+    /// Runs one call on `node` with a deadline `timeout` from now, mapping transport failures.
+    async fn call<T, F, Fut>(&self, node: &NodeId, timeout: Duration, f: F) -> Result<T>
+    where
+        F: FnOnce(NodeClient, tarpc::context::Context) -> Fut,
+        Fut: Future<Output = std::result::Result<T, RpcError>>,
+    {
+        let client = self.client(node).await?;
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = Instant::now() + timeout;
+        match f(client, ctx).await {
+            Ok(value) => Ok(value),
+            Err(RpcError::DeadlineExceeded) => {
+                self.evict(node);
+                Err(Error::Timeout(
+                    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                ))
+            }
+            Err(RpcError::Server(e)) => Err(Error::Internal(format!("{node}: {e}"))),
+            Err(e) => {
+                self.evict(node);
+                Err(Error::Unreachable(format!("{node}: {e}")))
+            }
+        }
+    }
+
+    /// Pings `node`.
+    pub async fn ping(&self, node: &NodeId, timeout: Duration) -> Result<NodeStatus> {
+        self.call(node, timeout, |c, ctx| async move { c.ping(ctx).await })
+            .await
+    }
+
+    /// Fetches `node`'s ring and member addresses.
+    pub async fn cluster_map(&self, node: &NodeId, timeout: Duration) -> Result<ClusterMap> {
+        self.call(
+            node,
+            timeout,
+            |c, ctx| async move { c.cluster_map(ctx).await },
+        )
+        .await
+    }
+
+    /// Asks `node` to coordinate a read.
+    pub async fn get(
+        &self,
+        node: &NodeId,
+        request: GetRequest,
+        timeout: Duration,
+    ) -> Result<GetResponse> {
+        self.call(
+            node,
+            timeout,
+            |c, ctx| async move { c.get(ctx, request).await },
+        )
+        .await?
+    }
+
+    /// Asks `node` to coordinate a write.
+    pub async fn put(
+        &self,
+        node: &NodeId,
+        request: PutRequest,
+        timeout: Duration,
+    ) -> Result<PutResponse> {
+        self.call(
+            node,
+            timeout,
+            |c, ctx| async move { c.put(ctx, request).await },
+        )
+        .await?
+    }
+
+    /// Asks `node` to coordinate a delete.
+    pub async fn delete(
+        &self,
+        node: &NodeId,
+        request: DeleteRequest,
+        timeout: Duration,
+    ) -> Result<DeleteResponse> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.delete(ctx, request).await
+        })
+        .await?
+    }
+
+    /// Asks `node` to list a bucket's keys across the cluster.
+    pub async fn list_keys(
+        &self,
+        node: &NodeId,
+        bucket: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.list_keys(ctx, bucket).await
+        })
+        .await?
+    }
+
+    /// Reads a bucket's properties from `node`.
+    pub async fn bucket_props(
+        &self,
+        node: &NodeId,
+        bucket: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<BucketProps> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.bucket_props(ctx, bucket).await
+        })
+        .await
+    }
+
+    /// Sets a bucket's properties cluster-wide through `node`.
+    pub async fn set_bucket_props(
+        &self,
+        node: &NodeId,
+        bucket: Vec<u8>,
+        props: BucketProps,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.set_bucket_props(ctx, bucket, props).await
+        })
+        .await?
+    }
+}
+
+impl<C: Connector> AddressBook for PeerPool<C> {
+    fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.addresses.read().clone()
+    }
+}
+
+impl<C: Connector> Replicas for PeerPool<C> {
+    async fn get(
+        &self,
+        to: &NodeId,
+        key: &ObjectKey,
+        timeout: Duration,
+    ) -> Result<Option<VersionedObject>> {
+        let key = key.clone();
+        self.call(to, timeout, |c, ctx| async move {
+            c.replica_get(ctx, key).await
+        })
+        .await?
+    }
+
+    async fn put(&self, to: &NodeId, put: ReplicaPut, timeout: Duration) -> Result<bool> {
+        self.call(to, timeout, |c, ctx| async move {
+            c.replica_put(ctx, put).await
+        })
+        .await?
+    }
+
+    async fn forward_put(
+        &self,
+        to: &NodeId,
+        request: PutRequest,
+        timeout: Duration,
+    ) -> Result<PutResponse> {
+        PeerPool::put(self, to, request, timeout).await
+    }
+
+    async fn forward_delete(
+        &self,
+        to: &NodeId,
+        request: DeleteRequest,
+        timeout: Duration,
+    ) -> Result<DeleteResponse> {
+        PeerPool::delete(self, to, request, timeout).await
+    }
+
+    async fn list_keys(
+        &self,
+        to: &NodeId,
+        bucket: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>> {
+        let bucket = bucket.to_vec();
+        self.call(to, timeout, |c, ctx| async move {
+            c.replica_list_keys(ctx, bucket).await
+        })
+        .await?
+    }
+
+    async fn set_bucket_props(
+        &self,
+        to: &NodeId,
+        bucket: &[u8],
+        props: &BucketProps,
+        timeout: Duration,
+    ) -> Result<()> {
+        let bucket = bucket.to_vec();
+        let props = props.clone();
+        self.call(to, timeout, |c, ctx| async move {
+            c.replica_set_bucket_props(ctx, bucket, props).await
+        })
+        .await?
+    }
+}

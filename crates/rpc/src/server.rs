@@ -1,0 +1,173 @@
+//! Serving the node service: accept, authenticate, then hand each request to the coordinator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamo_coordinator::{
+    BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
+    NodeStatus, PutRequest, PutResponse, ReplicaPut, Replicas,
+};
+use dynamo_storage::{ObjectKey, VersionedObject};
+use futures::StreamExt;
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::ClusterAuth;
+use crate::service::{ClusterMap, Node};
+use crate::transport::{Listener, framed};
+
+/// How long a connecting peer has to finish the handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server gets the member addresses it reports in [`ClusterMap`].
+pub trait AddressBook: Send + Sync + 'static {
+    /// Every member's RPC address.
+    fn addresses(&self) -> std::collections::BTreeMap<dynamo_ring::NodeId, String>;
+}
+
+/// The service implementation: a thin adapter from tarpc calls to the coordinator.
+pub struct NodeServer<R> {
+    coordinator: Coordinator<R>,
+    book: Arc<dyn AddressBook>,
+}
+
+impl<R> Clone for NodeServer<R> {
+    fn clone(&self) -> Self {
+        NodeServer {
+            coordinator: self.coordinator.clone(),
+            book: Arc::clone(&self.book),
+        }
+    }
+}
+
+impl<R: Replicas> NodeServer<R> {
+    /// Serves `coordinator`, reporting addresses from `book`.
+    pub fn new(coordinator: Coordinator<R>, book: Arc<dyn AddressBook>) -> NodeServer<R> {
+        NodeServer { coordinator, book }
+    }
+
+    /// Accepts connections from `listener` until `shutdown` fires. Each connection must pass the
+    /// handshake; refused peers are logged and dropped before any request is read. Returns once
+    /// the listener stopped and every connection task ended.
+    pub async fn run<L: Listener>(
+        self,
+        mut listener: L,
+        auth: ClusterAuth,
+        shutdown: CancellationToken,
+    ) {
+        let tasks = TaskTracker::new();
+        let auth = Arc::new(auth);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (mut stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Back off briefly so a persistent accept error (EMFILE) does not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            let auth = Arc::clone(&auth);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.accept(&mut stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "refused connection");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "refused connection: handshake timed out");
+                        return;
+                    }
+                }
+                let channel = BaseChannel::with_defaults(framed(stream));
+                let requests = channel
+                    .execute(Node::serve(server))
+                    .for_each(|request| async {
+                        tokio::spawn(request);
+                    });
+                tokio::select! {
+                    _ = requests => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+impl<R: Replicas> Node for NodeServer<R> {
+    async fn ping(self, _: Context) -> NodeStatus {
+        self.coordinator.status()
+    }
+
+    async fn cluster_map(self, _: Context) -> ClusterMap {
+        ClusterMap {
+            ring: (*self.coordinator.ring()).clone(),
+            addresses: self.book.addresses(),
+        }
+    }
+
+    async fn get(self, _: Context, request: GetRequest) -> Result<GetResponse, Error> {
+        self.coordinator.get(request).await
+    }
+
+    async fn put(self, _: Context, request: PutRequest) -> Result<PutResponse, Error> {
+        self.coordinator.put(request).await
+    }
+
+    async fn delete(self, _: Context, request: DeleteRequest) -> Result<DeleteResponse, Error> {
+        self.coordinator.delete(request).await
+    }
+
+    async fn list_keys(self, _: Context, bucket: Vec<u8>) -> Result<Vec<Vec<u8>>, Error> {
+        self.coordinator.list_keys(&bucket).await
+    }
+
+    async fn bucket_props(self, _: Context, bucket: Vec<u8>) -> BucketProps {
+        self.coordinator.bucket_props(&bucket)
+    }
+
+    async fn set_bucket_props(
+        self,
+        _: Context,
+        bucket: Vec<u8>,
+        props: BucketProps,
+    ) -> Result<(), Error> {
+        self.coordinator.set_bucket_props(&bucket, props).await
+    }
+
+    async fn replica_get(
+        self,
+        _: Context,
+        key: ObjectKey,
+    ) -> Result<Option<VersionedObject>, Error> {
+        self.coordinator.replica_get(key).await
+    }
+
+    async fn replica_put(self, _: Context, put: ReplicaPut) -> Result<bool, Error> {
+        self.coordinator.replica_put(put).await
+    }
+
+    async fn replica_list_keys(self, _: Context, bucket: Vec<u8>) -> Result<Vec<Vec<u8>>, Error> {
+        self.coordinator.local_keys(bucket).await
+    }
+
+    async fn replica_set_bucket_props(
+        self,
+        _: Context,
+        bucket: Vec<u8>,
+        props: BucketProps,
+    ) -> Result<(), Error> {
+        self.coordinator.replica_set_bucket_props(&bucket, props)
+    }
+}
