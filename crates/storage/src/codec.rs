@@ -30,7 +30,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, what: impl FnOnce() -> String) -
     let mut out = vec![RECORD_VERSION];
     bincode_v1()
         .serialize_into(&mut out, value)
-        .map_err(|e| Error::Encode { what: what(), reason: e.to_string() })?;
+        .map_err(|e| Error::Encode {
+            what: what(),
+            reason: e.to_string(),
+        })?;
     Ok(out)
 }
 
@@ -39,13 +42,19 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, what: impl FnOnce() -> String) -
 /// `what` names the record (for objects: the key) in the error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T> {
     let Some((&version, body)) = bytes.split_first() else {
-        return Err(Error::Decode { what: what(), reason: "record is empty".into() });
+        return Err(Error::Decode {
+            what: what(),
+            reason: "record is empty".into(),
+        });
     };
     match version {
         RECORD_VERSION => bincode_v1()
             .with_limit(body.len() as u64)
             .deserialize(body)
-            .map_err(|e| Error::Decode { what: what(), reason: e.to_string() }),
+            .map_err(|e| Error::Decode {
+                what: what(),
+                reason: e.to_string(),
+            }),
         other => Err(Error::Decode {
             what: what(),
             reason: format!(
@@ -73,13 +82,29 @@ mod tests {
 
     #[test]
     fn records_start_with_the_version_byte() {
-        let bytes = encode(&Sample { id: 1, name: "a".into(), data: vec![] }, what).unwrap();
+        let bytes = encode(
+            &Sample {
+                id: 1,
+                name: "a".into(),
+                data: vec![],
+            },
+            what,
+        )
+        .unwrap();
         assert_eq!(bytes[0], RECORD_VERSION);
     }
 
     #[test]
     fn unknown_record_version_is_an_error_naming_the_record() {
-        let mut bytes = encode(&Sample { id: 1, name: "a".into(), data: vec![] }, what).unwrap();
+        let mut bytes = encode(
+            &Sample {
+                id: 1,
+                name: "a".into(),
+                data: vec![],
+            },
+            what,
+        )
+        .unwrap();
         bytes[0] = 99;
         let err = decode::<Sample>(&bytes, what).unwrap_err();
         let text = err.to_string();
@@ -89,16 +114,38 @@ mod tests {
 
     #[test]
     fn empty_and_truncated_records_are_errors() {
-        assert!(matches!(decode::<Sample>(&[], what), Err(Error::Decode { .. })));
-        let bytes = encode(&Sample { id: 7, name: "abc".into(), data: vec![1; 40] }, what).unwrap();
+        assert!(matches!(
+            decode::<Sample>(&[], what),
+            Err(Error::Decode { .. })
+        ));
+        let bytes = encode(
+            &Sample {
+                id: 7,
+                name: "abc".into(),
+                data: vec![1; 40],
+            },
+            what,
+        )
+        .unwrap();
         for cut in 1..bytes.len() {
-            assert!(decode::<Sample>(&bytes[..cut], what).is_err(), "cut at {cut}");
+            assert!(
+                decode::<Sample>(&bytes[..cut], what).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut bytes = encode(&Sample { id: 7, name: "abc".into(), data: vec![] }, what).unwrap();
+        let mut bytes = encode(
+            &Sample {
+                id: 7,
+                name: "abc".into(),
+                data: vec![],
+            },
+            what,
+        )
+        .unwrap();
         bytes.push(0);
         assert!(decode::<Sample>(&bytes, what).is_err());
     }
@@ -106,7 +153,19 @@ mod tests {
     #[test]
     fn a_huge_length_prefix_does_not_allocate_it() {
         // Version byte, id 0, then a string length of u64::MAX in varint form (0xFF marker + 8 bytes).
-        let bytes = [RECORD_VERSION, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        let bytes = [
+            RECORD_VERSION,
+            0,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+        ];
         assert!(decode::<Sample>(&bytes, what).is_err());
     }
 

@@ -14,7 +14,7 @@ use dynamo_versioning::{Actor, Context, Dot};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::object::{Content, Hint, ObjectKey, VersionedObject, is_deleted};
+use crate::object::{Content, Entry, Hint, ObjectKey, VersionedObject, is_deleted};
 use crate::options::{Durability, Limits};
 
 /// The read-modify-write step of [`Engine::update`]: sees the stored object (`None` if absent)
@@ -86,7 +86,7 @@ pub trait Engine: Send + Sync + 'static {
         p: PartitionId,
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>>;
+    ) -> Result<Vec<Entry>>;
 
     /// Objects of one bucket across all partitions (list-keys), in (partition, key) order,
     /// starting after `after` (exclusive; its partition and key give the position, its bucket
@@ -96,7 +96,7 @@ pub trait Engine: Send + Sync + 'static {
         bucket: &[u8],
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>>;
+    ) -> Result<Vec<Entry>>;
 
     /// Removes `key` only if its stored object is still exactly `expected`; returns whether it
     /// removed it. Tombstone reaping uses this so a write that landed after the reaper looked is
@@ -115,8 +115,12 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<u64>;
 
     /// Hints in id order, for one owner or all, with ids greater than `after_id`, at most `limit`.
-    fn hints(&self, owner: Option<&NodeId>, after_id: Option<u64>, limit: usize)
-    -> Result<Vec<Hint>>;
+    fn hints(
+        &self,
+        owner: Option<&NodeId>,
+        after_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Hint>>;
 
     /// Removes a hint (after delivery). Idempotent: removing an absent id is not an error.
     fn remove_hint(&self, id: u64) -> Result<()>;
@@ -137,7 +141,10 @@ pub trait Engine: Send + Sync + 'static {
 
 /// Runs an update function, turning a panic into [`Error::Rejected`] so a faulty caller cannot
 /// take a shared writer (or a lock) down with it.
-pub(crate) fn call_update(f: UpdateFn, current: Option<VersionedObject>) -> Result<VersionedObject> {
+pub(crate) fn call_update(
+    f: UpdateFn,
+    current: Option<VersionedObject>,
+) -> Result<VersionedObject> {
     match catch_unwind(AssertUnwindSafe(move || f(current))) {
         Ok(result) => result,
         Err(_) => Err(Error::Rejected("the update function panicked".into())),
@@ -215,14 +222,17 @@ pub trait EngineExt: Engine {
         p: PartitionId,
         after: Option<&ObjectKey>,
         scan_limit: usize,
-    ) -> Result<(Vec<(ObjectKey, VersionedObject)>, Option<ObjectKey>)> {
+    ) -> Result<(Vec<Entry>, Option<ObjectKey>)> {
         let page = self.scan_partition(p, after, scan_limit)?;
         let next = if page.len() < scan_limit.max(1) {
             None
         } else {
             page.last().map(|(key, _)| key.clone())
         };
-        let deleted = page.into_iter().filter(|(_, object)| is_deleted(object)).collect();
+        let deleted = page
+            .into_iter()
+            .filter(|(_, object)| is_deleted(object))
+            .collect();
         Ok((deleted, next))
     }
 
@@ -231,14 +241,18 @@ pub trait EngineExt: Engine {
     /// deletes never come back only if no replica still has the old value).
     fn reap_if_unchanged(&self, key: &ObjectKey, expected: &VersionedObject) -> Result<bool> {
         if !is_deleted(expected) {
-            return Err(Error::Rejected(format!("{key} is not a tombstone; refusing to reap it")));
+            return Err(Error::Rejected(format!(
+                "{key} is not a tombstone; refusing to reap it"
+            )));
         }
         self.remove_if_unchanged(key, expected)
     }
 
     /// A metadata value stored as a little-endian u64 (e.g. the node's epoch).
     fn get_meta_u64(&self, name: &str) -> Result<Option<u64>> {
-        let Some(bytes) = self.get_meta(name)? else { return Ok(None) };
+        let Some(bytes) = self.get_meta(name)? else {
+            return Ok(None);
+        };
         let array = <[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| Error::Decode {
             what: format!("metadata {name:?}"),
             reason: format!("expected 8 bytes, found {}", bytes.len()),

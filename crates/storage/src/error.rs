@@ -185,8 +185,14 @@ mod tests {
 
     #[test]
     fn limit_errors_report_sizes_and_are_client_errors() {
-        let err = Error::KeyTooLong { len: 5000, max: 4096 };
-        assert_eq!(err.to_string(), "key is 5000 bytes, longer than the limit of 4096");
+        let err = Error::KeyTooLong {
+            len: 5000,
+            max: 4096,
+        };
+        assert_eq!(
+            err.to_string(),
+            "key is 5000 bytes, longer than the limit of 4096"
+        );
         assert!(err.is_invalid_input());
         assert!(!err.is_retryable());
     }

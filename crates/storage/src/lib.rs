@@ -45,7 +45,7 @@
 //! ```
 
 mod codec;
-#[cfg(any(test, feature = "conformance"))]
+#[cfg(any(test, doc, feature = "conformance"))]
 pub mod conformance;
 mod engine;
 mod error;
@@ -58,7 +58,7 @@ pub use codec::RECORD_VERSION;
 pub use engine::{Engine, EngineExt, UpdateFn};
 pub use error::{Error, Result};
 pub use memory::MemoryEngine;
-pub use object::{Content, Hint, ObjectKey, VersionedObject, is_deleted};
+pub use object::{Content, Entry, Hint, ObjectKey, VersionedObject, is_deleted};
 pub use options::{
     DEFAULT_CACHE_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BATCH, DEFAULT_MAX_BUCKET_LEN,
     DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_QUEUE_DEPTH, Durability, Limits,

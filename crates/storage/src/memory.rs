@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 
 use crate::engine::{Engine, UpdateFn, call_update};
 use crate::error::{Error, Result};
-use crate::object::{Hint, ObjectKey, VersionedObject, check_object};
+use crate::object::{Entry, Hint, ObjectKey, VersionedObject, check_object};
 use crate::options::{Durability, Limits, check_meta_name};
 
 /// Everything the engine holds.
@@ -40,7 +40,10 @@ impl MemoryEngine {
 
     /// An empty engine checking `limits`.
     pub fn with_limits(limits: Limits) -> Self {
-        MemoryEngine { limits, state: RwLock::default() }
+        MemoryEngine {
+            limits,
+            state: RwLock::default(),
+        }
     }
 }
 
@@ -84,7 +87,7 @@ impl Engine for MemoryEngine {
         p: PartitionId,
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>> {
+    ) -> Result<Vec<Entry>> {
         let start = partition_start(p, after)?;
         let state = self.state.read();
         Ok(state
@@ -101,11 +104,13 @@ impl Engine for MemoryEngine {
         bucket: &[u8],
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>> {
+    ) -> Result<Vec<Entry>> {
         if let Some(after) = after
             && after.bucket != bucket
         {
-            return Err(Error::BadCursor(format!("cursor {after} is not in this bucket")));
+            return Err(Error::BadCursor(format!(
+                "cursor {after} is not in this bucket"
+            )));
         }
         let position = |key: &ObjectKey| (key.partition, key.key.clone());
         let after = after.map(position);
@@ -186,11 +191,31 @@ impl Engine for MemoryEngine {
 
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
         check_meta_name(name)?;
-        self.state.write().meta.insert(name.to_owned(), value.to_vec());
+        self.state
+            .write()
+            .meta
+            .insert(name.to_owned(), value.to_vec());
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::engine_conformance_tests!(Box::new(MemoryEngine::new()));
+
+    #[test]
+    fn limits_given_at_construction_are_the_ones_checked() {
+        let limits = Limits {
+            max_bucket_len: 1,
+            max_key_len: 1,
+            max_value_len: 1,
+        };
+        assert_eq!(MemoryEngine::with_limits(limits).limits(), limits);
     }
 }

@@ -25,13 +25,19 @@ pub struct Content {
 impl Content {
     /// A live value with no metadata.
     pub fn new(value: impl Into<Bytes>) -> Content {
-        Content { value: value.into(), ..Content::default() }
+        Content {
+            value: value.into(),
+            ..Content::default()
+        }
     }
 
     /// The marker a delete writes: it supersedes what it deletes like any write, so the delete
     /// itself is versioned and replicated (paper 4.4: a delete is a put of a tombstone).
     pub fn tombstone() -> Content {
-        Content { deleted: true, ..Content::default() }
+        Content {
+            deleted: true,
+            ..Content::default()
+        }
     }
 
     /// Bytes this sibling occupies for [`Limits::max_value_len`]: the value plus its metadata.
@@ -55,11 +61,17 @@ pub(crate) fn check_object(limits: &Limits, object: &VersionedObject) -> Result<
     for sibling in object.siblings() {
         let size = sibling.value.size();
         if size > limits.max_value_len {
-            return Err(crate::Error::ValueTooLong { len: size, max: limits.max_value_len });
+            return Err(crate::Error::ValueTooLong {
+                len: size,
+                max: limits.max_value_len,
+            });
         }
     }
     Ok(())
 }
+
+/// A key with its stored object, as scans return them.
+pub type Entry = (ObjectKey, VersionedObject);
 
 /// Where an object lives: one partition's keys are contiguous and scan in (bucket, key) order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,8 +86,16 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     /// Builds a key from its parts.
-    pub fn new(partition: PartitionId, bucket: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        ObjectKey { partition, bucket: bucket.into(), key: key.into() }
+    pub fn new(
+        partition: PartitionId,
+        bucket: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        ObjectKey {
+            partition,
+            bucket: bucket.into(),
+            key: key.into(),
+        }
     }
 
     /// Checks the bucket and key against `limits`.
@@ -128,7 +148,13 @@ pub(crate) struct HintRecord {
 impl HintRecord {
     /// The hint this record stores under `id`.
     pub(crate) fn into_hint(self, id: u64) -> Hint {
-        Hint { id, owner: self.owner, key: self.key, object: self.object, created_ms: self.created_ms }
+        Hint {
+            id,
+            owner: self.owner,
+            key: self.key,
+            object: self.object,
+            created_ms: self.created_ms,
+        }
     }
 }
 
@@ -140,15 +166,31 @@ mod tests {
     #[test]
     fn keys_order_by_partition_then_bucket_then_key() {
         let k = |p, b: &str, k: &str| ObjectKey::new(PartitionId(p), b, k);
-        let mut keys = vec![k(2, "a", "a"), k(1, "b", "a"), k(1, "a", "b"), k(1, "a", "")];
+        let mut keys = vec![
+            k(2, "a", "a"),
+            k(1, "b", "a"),
+            k(1, "a", "b"),
+            k(1, "a", ""),
+        ];
         keys.sort();
-        assert_eq!(keys, vec![k(1, "a", ""), k(1, "a", "b"), k(1, "b", "a"), k(2, "a", "a")]);
+        assert_eq!(
+            keys,
+            vec![
+                k(1, "a", ""),
+                k(1, "a", "b"),
+                k(1, "b", "a"),
+                k(2, "a", "a")
+            ]
+        );
     }
 
     #[test]
     fn key_display_escapes_binary_bytes() {
         let key = ObjectKey::new(PartitionId(7), b"bu\"ck".to_vec(), vec![0u8, b'k']);
-        assert_eq!(key.to_string(), "partition 7 bucket \"bu\\\"ck\" key \"\\x00k\"");
+        assert_eq!(
+            key.to_string(),
+            "partition 7 bucket \"bu\\\"ck\" key \"\\x00k\""
+        );
     }
 
     #[test]
@@ -171,7 +213,10 @@ mod tests {
             deleted: false,
         };
         assert_eq!(content.size(), 5 + 10 + 3);
-        let limits = Limits { max_value_len: 17, ..Limits::default() };
+        let limits = Limits {
+            max_value_len: 17,
+            ..Limits::default()
+        };
         let mut object = VersionedObject::new();
         object.put(Actor::new(1, 0), &Context::empty(), content, 1);
         assert!(matches!(

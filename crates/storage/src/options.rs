@@ -80,10 +80,16 @@ impl Limits {
             return Err(Error::EmptyBucket);
         }
         if bucket.len() > self.max_bucket_len {
-            return Err(Error::BucketTooLong { len: bucket.len(), max: self.max_bucket_len });
+            return Err(Error::BucketTooLong {
+                len: bucket.len(),
+                max: self.max_bucket_len,
+            });
         }
         if key.len() > self.max_key_len {
-            return Err(Error::KeyTooLong { len: key.len(), max: self.max_key_len });
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: self.max_key_len,
+            });
         }
         Ok(())
     }
@@ -91,7 +97,10 @@ impl Limits {
     /// Checks one value's length.
     pub fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.max_value_len {
-            return Err(Error::ValueTooLong { len: value.len(), max: self.max_value_len });
+            return Err(Error::ValueTooLong {
+                len: value.len(),
+                max: self.max_value_len,
+            });
         }
         Ok(())
     }
@@ -100,7 +109,10 @@ impl Limits {
 /// Checks a metadata name: 1 to [`MAX_META_NAME_LEN`] bytes.
 pub(crate) fn check_meta_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_META_NAME_LEN {
-        return Err(Error::BadMetaName { name: name.to_owned(), max: MAX_META_NAME_LEN });
+        return Err(Error::BadMetaName {
+            name: name.to_owned(),
+            max: MAX_META_NAME_LEN,
+        });
     }
     Ok(())
 }
@@ -142,7 +154,10 @@ impl Default for Options {
 impl Options {
     /// The default options with another durability.
     pub fn with_durability(durability: Durability) -> Self {
-        Options { durability, ..Options::default() }
+        Options {
+            durability,
+            ..Options::default()
+        }
     }
 }
 
@@ -152,10 +167,17 @@ mod tests {
 
     #[test]
     fn limits_accept_boundaries_and_reject_one_past() {
-        let limits = Limits { max_bucket_len: 3, max_key_len: 4, max_value_len: 5 };
+        let limits = Limits {
+            max_bucket_len: 3,
+            max_key_len: 4,
+            max_value_len: 5,
+        };
         assert!(limits.check_key(b"abc", b"abcd").is_ok());
         assert!(limits.check_key(b"abc", b"").is_ok());
-        assert!(matches!(limits.check_key(b"", b"k"), Err(Error::EmptyBucket)));
+        assert!(matches!(
+            limits.check_key(b"", b"k"),
+            Err(Error::EmptyBucket)
+        ));
         assert!(matches!(
             limits.check_key(b"abcd", b"k"),
             Err(Error::BucketTooLong { len: 4, max: 3 })

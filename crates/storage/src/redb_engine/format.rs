@@ -35,9 +35,10 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 
 /// Internal bookkeeping: magic, format version, hint id counter.
 pub(crate) const FORMAT: TableDefinition<&str, &[u8]> = TableDefinition::new("dynamo_format");
+/// The key of an object row: (partition, bucket, key).
+pub(crate) type RawKey<'a> = (u32, &'a [u8], &'a [u8]);
 /// Objects by (partition, bucket, key): one partition's keys are contiguous and ordered.
-pub(crate) const OBJECTS: TableDefinition<(u32, &[u8], &[u8]), &[u8]> =
-    TableDefinition::new("objects");
+pub(crate) const OBJECTS: TableDefinition<RawKey<'static>, &[u8]> = TableDefinition::new("objects");
 /// Hints by id.
 pub(crate) const HINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("hints");
 /// Index of hints by intended owner.
@@ -85,11 +86,16 @@ fn check_redb_magic(path: &Path, shown: &str) -> Result<()> {
         Err(err) => return Err(err.into()),
     };
     let mut head = Vec::with_capacity(REDB_MAGIC.len());
-    file.by_ref().take(REDB_MAGIC.len() as u64).read_to_end(&mut head)?;
+    file.by_ref()
+        .take(REDB_MAGIC.len() as u64)
+        .read_to_end(&mut head)?;
     if head.is_empty() || head == REDB_MAGIC {
         return Ok(());
     }
-    Err(Error::NotADataFile { path: shown.to_owned(), reason: "it is not a redb file".into() })
+    Err(Error::NotADataFile {
+        path: shown.to_owned(),
+        reason: "it is not a redb file".into(),
+    })
 }
 
 /// Maps redb's open errors to ours.
@@ -136,7 +142,10 @@ fn check_or_init_format(db: &Database, shown: &str) -> Result<()> {
     if !tables.is_empty() || read.list_multimap_tables()?.next().is_some() {
         return Err(Error::NotADataFile {
             path: shown.to_owned(),
-            reason: format!("it is a redb file of another program (tables: {})", tables.join(", ")),
+            reason: format!(
+                "it is a redb file of another program (tables: {})",
+                tables.join(", ")
+            ),
         });
     }
     drop(read);
@@ -153,7 +162,10 @@ fn check_version(version: u32, shown: &str) -> Result<()> {
         });
     }
     if version == 0 {
-        return Err(Error::Corrupt { path: shown.to_owned(), reason: "format version 0".into() });
+        return Err(Error::Corrupt {
+            path: shown.to_owned(),
+            reason: "format version 0".into(),
+        });
     }
     Ok(())
 }
@@ -180,7 +192,8 @@ fn init_format(db: &Database) -> Result<()> {
 pub(crate) fn force_format_version(path: &Path, version: u32) -> Result<()> {
     let db = Database::create(path)?;
     let txn = db.begin_write()?;
-    txn.open_table(FORMAT)?.insert(VERSION_ROW, version.to_le_bytes().as_slice())?;
+    txn.open_table(FORMAT)?
+        .insert(VERSION_ROW, version.to_le_bytes().as_slice())?;
     txn.commit()?;
     Ok(())
 }

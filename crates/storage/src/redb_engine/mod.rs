@@ -14,18 +14,15 @@ use std::sync::Arc;
 use dynamo_ring::{NodeId, PartitionId};
 use redb::{Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _};
 
-use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS};
+use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS, RawKey};
 use self::writer::{Writer, WriterConfig};
 use crate::codec;
 use crate::engine::{Engine, UpdateFn, call_update};
 use crate::error::{Error, Result};
-use crate::object::{Hint, HintRecord, ObjectKey, VersionedObject, check_object};
+use crate::object::{Entry, Hint, HintRecord, ObjectKey, VersionedObject, check_object};
 use crate::options::{Durability, Limits, Options, check_meta_name};
 
 pub use self::format::{FORMAT_MAGIC, FORMAT_VERSION};
-
-/// The redb tuple key of an object.
-type RawKey<'a> = (u32, &'a [u8], &'a [u8]);
 
 fn raw(key: &ObjectKey) -> RawKey<'_> {
     (key.partition.0, key.bucket.as_slice(), key.key.as_slice())
@@ -72,7 +69,12 @@ impl RedbEngine {
             },
         )?;
         tracing::debug!(path = %path.display(), durability = ?options.durability, "opened data file");
-        Ok(RedbEngine { writer, db, options, path })
+        Ok(RedbEngine {
+            writer,
+            db,
+            options,
+            path,
+        })
     }
 
     /// The data file's path.
@@ -97,7 +99,7 @@ impl RedbEngine {
         start: Bound<RawKey<'_>>,
         limit: usize,
         mut keep: impl FnMut(&ObjectKey) -> bool,
-        out: &mut Vec<(ObjectKey, VersionedObject)>,
+        out: &mut Vec<Entry>,
     ) -> Result<bool> {
         for entry in table.range::<RawKey<'_>>((start, Bound::Unbounded))? {
             if out.len() >= limit {
@@ -123,7 +125,7 @@ impl RedbEngine {
         p: u32,
         after_key: Option<&[u8]>,
         limit: usize,
-        out: &mut Vec<(ObjectKey, VersionedObject)>,
+        out: &mut Vec<Entry>,
     ) -> Result<Option<u32>> {
         let start = match after_key {
             Some(key) => Bound::Excluded((p, bucket, key)),
@@ -201,7 +203,7 @@ impl Engine for RedbEngine {
         p: PartitionId,
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>> {
+    ) -> Result<Vec<Entry>> {
         let start = match after {
             None => Bound::Included((p.0, &[][..], &[][..])),
             Some(after) if after.partition == p => Bound::Excluded(raw(after)),
@@ -224,11 +226,13 @@ impl Engine for RedbEngine {
         bucket: &[u8],
         after: Option<&ObjectKey>,
         limit: usize,
-    ) -> Result<Vec<(ObjectKey, VersionedObject)>> {
+    ) -> Result<Vec<Entry>> {
         if let Some(after) = after
             && after.bucket != bucket
         {
-            return Err(Error::BadCursor(format!("cursor {after} is not in this bucket")));
+            return Err(Error::BadCursor(format!(
+                "cursor {after} is not in this bucket"
+            )));
         }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
@@ -282,17 +286,22 @@ impl Engine for RedbEngine {
         self.writer.run(self.options.durability, move |txn| {
             let mut format = txn.open_table(FORMAT)?;
             let id = match format.get(NEXT_HINT_ROW)? {
-                Some(value) => <[u8; 8]>::try_from(value.value()).map(u64::from_le_bytes).ok(),
+                Some(value) => <[u8; 8]>::try_from(value.value())
+                    .map(u64::from_le_bytes)
+                    .ok(),
                 None => None,
             };
             let id = id.ok_or_else(|| Error::Decode {
                 what: "the next hint id".into(),
                 reason: "missing or not 8 bytes".into(),
             })?;
-            let next = id.checked_add(1).ok_or_else(|| Error::Rejected("hint ids exhausted".into()))?;
+            let next = id
+                .checked_add(1)
+                .ok_or_else(|| Error::Rejected("hint ids exhausted".into()))?;
             format.insert(NEXT_HINT_ROW, next.to_le_bytes().as_slice())?;
             txn.open_table(HINTS)?.insert(id, bytes.as_slice())?;
-            txn.open_table(HINTS_BY_OWNER)?.insert((owner.as_str(), id), ())?;
+            txn.open_table(HINTS_BY_OWNER)?
+                .insert((owner.as_str(), id), ())?;
             Ok(id)
         })
     }
@@ -306,7 +315,9 @@ impl Engine for RedbEngine {
         let txn = self.db.begin_read()?;
         let hints = txn.open_table(HINTS)?;
         let first = after_id.map_or(Some(0), |id| id.checked_add(1));
-        let Some(first) = first else { return Ok(Vec::new()) };
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         match owner {
             None => {
@@ -333,13 +344,17 @@ impl Engine for RedbEngine {
 
     fn remove_hint(&self, id: u64) -> Result<()> {
         self.writer.run(self.options.durability, move |txn| {
-            let removed = txn.open_table(HINTS)?.remove(id)?.map(|v| v.value().to_vec());
+            let removed = txn
+                .open_table(HINTS)?
+                .remove(id)?
+                .map(|v| v.value().to_vec());
             if let Some(bytes) = removed {
                 // The record names the owner, whose index entry goes too. An undecodable record
                 // still counts as removed; its index entry is then found by scanning.
                 match decode_hint(id, &bytes) {
                     Ok(hint) => {
-                        txn.open_table(HINTS_BY_OWNER)?.remove((hint.owner.as_str(), id))?;
+                        txn.open_table(HINTS_BY_OWNER)?
+                            .remove((hint.owner.as_str(), id))?;
                     }
                     Err(_) => remove_index_entries_of(txn, id)?,
                 }
@@ -365,7 +380,8 @@ impl Engine for RedbEngine {
         let name = name.to_owned();
         let value = value.to_vec();
         self.writer.run(Durability::Sync, move |txn| {
-            txn.open_table(META)?.insert(name.as_str(), value.as_slice())?;
+            txn.open_table(META)?
+                .insert(name.as_str(), value.as_slice())?;
             Ok(())
         })
     }
@@ -391,3 +407,6 @@ fn remove_index_entries_of(txn: &redb::WriteTransaction, id: u64) -> Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -103,7 +103,10 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("dynamo-storage-writer".into())
             .spawn(move || WriterLoop::new(db, rx, config).run())?;
-        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Queues a job, blocking while the queue is full. `Err(Closed)` if the writer is gone.
@@ -193,7 +196,13 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn new(db: Arc<Database>, rx: Receiver<Msg>, config: WriterConfig) -> Self {
-        WriterLoop { db, rx, config, unflushed: false, flush_due: None }
+        WriterLoop {
+            db,
+            rx,
+            config,
+            unflushed: false,
+            flush_due: None,
+        }
     }
 
     fn run(mut self) {
@@ -238,11 +247,19 @@ impl WriterLoop {
                 next = self.rx.try_recv().ok();
             }
         }
-        let mut durability = jobs.iter().map(|j| j.durability).max().unwrap_or(Durability::None);
+        let mut durability = jobs
+            .iter()
+            .map(|j| j.durability)
+            .max()
+            .unwrap_or(Durability::None);
         if !flushes.is_empty() {
             durability = Durability::Sync;
         }
-        let result = if jobs.is_empty() { self.sync() } else { self.commit_jobs(jobs, durability) };
+        let result = if jobs.is_empty() {
+            self.sync()
+        } else {
+            self.commit_jobs(jobs, durability)
+        };
         for reply in flushes {
             let _ = reply.send(result.clone());
         }
@@ -259,9 +276,14 @@ impl WriterLoop {
         {
             return fail_all(jobs, Error::from(err));
         }
-        let mut batch = Batch { txn: Some(&txn), failed: None };
-        let completions: Vec<Completion> =
-            jobs.into_iter().map(|job| (job.apply)(&mut batch)).collect();
+        let mut batch = Batch {
+            txn: Some(&txn),
+            failed: None,
+        };
+        let completions: Vec<Completion> = jobs
+            .into_iter()
+            .map(|job| (job.apply)(&mut batch))
+            .collect();
         let result = match batch.failed.take() {
             Some(err) => {
                 if let Err(abort_err) = txn.abort() {
@@ -312,9 +334,14 @@ impl WriterLoop {
 /// Answers every job of a batch whose transaction could not even start with `err`.
 fn fail_all(jobs: Vec<Job>, err: Error) -> Result<()> {
     tracing::error!(error = %err, "group commit could not start a write transaction");
-    let mut batch = Batch { txn: None, failed: Some(err.clone()) };
-    let completions: Vec<Completion> =
-        jobs.into_iter().map(|job| (job.apply)(&mut batch)).collect();
+    let mut batch = Batch {
+        txn: None,
+        failed: Some(err.clone()),
+    };
+    let completions: Vec<Completion> = jobs
+        .into_iter()
+        .map(|job| (job.apply)(&mut batch))
+        .collect();
     for complete in completions {
         complete(Err(err.clone()));
     }
