@@ -36,6 +36,10 @@ impl<V> Sibling<V> {
 /// everything this replica has seen for the key) plus the causally concurrent siblings, each with
 /// its own dot (dotted version vectors / dotted causal container — an equivalent of DVVSet).
 ///
+/// The write path: the coordinator applies [`Object::put`] to its own stored copy and sends the
+/// resulting object to the other replicas, which [`Object::merge`] it into theirs. The read path
+/// collects replica answers and calls [`Object::reconcile`].
+///
 /// ```
 /// use dynamo_versioning::{Actor, Context, Object};
 ///
@@ -180,6 +184,10 @@ impl<V> Object<V> {
 
     /// Retains only siblings for which `f` holds (used e.g. to drop tombstones once reaped); the
     /// clock is unchanged, so the removed versions stay superseded.
+    ///
+    /// Keeping the (small) sibling-less object is safer than deleting the key outright: a deleted
+    /// object also forgets its counters, and a later put through the same actor would then restart
+    /// at 1 and reuse dots that a replica which still remembers them would treat as already seen.
     pub fn retain(&mut self, f: impl FnMut(&Sibling<V>) -> bool) {
         self.siblings.retain(f);
     }

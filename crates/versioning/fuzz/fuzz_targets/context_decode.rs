@@ -8,7 +8,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(context) = Context::decode(data) {
-        assert_eq!(context.encode(), data, "decode accepted a non-canonical encoding");
+        assert_eq!(
+            context.encode(),
+            data,
+            "decode accepted a non-canonical encoding"
+        );
         assert_eq!(Context::decode(&context.encode()), Ok(context));
     }
     if let Ok(text) = std::str::from_utf8(data) {
