@@ -1,0 +1,262 @@
+//! Storage throughput against a raw redb baseline. Measures and prints; asserts nothing.
+//!
+//! ```text
+//! cargo run --release -p dynamo-storage --example bench [-- RUNS]
+//! ```
+//!
+//! Files go under `$DYNAMO_BENCH_DIR` (default: the system temp dir); point it at the disk you
+//! care about (not a tmpfs). Each figure is the median of RUNS runs (default 3) on fresh files.
+//!
+//! Baselines (raw redb, no group commit, no versioning, no record encoding):
+//! - one row per transaction with `Durability::Immediate` (one fsync per row), one writer;
+//! - 64 rows per transaction with `Durability::Immediate` (what a perfect 64-writer group commit
+//!   could reach);
+//! - gets, one read transaction per get.
+//!
+//! Adapter figures: `put_local` (read-modify-write of a versioned object) with `Durability::Sync`
+//! from 1 and from 64 threads, and `get` (read transaction plus record decode).
+
+use std::path::Path;
+use std::time::Instant;
+
+use dynamo_ring::PartitionId;
+use dynamo_storage::{Content, Durability, Engine, EngineExt, ObjectKey, Options, RedbEngine};
+use dynamo_versioning::{Actor, Context};
+use redb::{Database, ReadableDatabase as _, TableDefinition};
+
+/// Raw baseline table: key bytes to value bytes.
+const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
+/// Bytes of every value written: a small object, as in the paper's workloads.
+const VALUE_LEN: usize = 100;
+/// Rows for the fsync-per-row scenarios (about a second at a few thousand fsyncs per second).
+const SERIAL_ROWS: usize = 2_000;
+/// Concurrent writers of the group-commit scenarios.
+const WRITERS: usize = 64;
+/// Rows each of the 64 writers puts.
+const ROWS_PER_WRITER: usize = 300;
+/// Keys preloaded for the get scenarios, and gets measured.
+const GET_KEYS: usize = 20_000;
+/// Gets per measured run.
+const GETS: usize = 200_000;
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn raw_key(i: usize) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
+}
+
+fn object_key(i: usize) -> ObjectKey {
+    ObjectKey::new(PartitionId((i % 64) as u32), "bench", raw_key(i))
+}
+
+/// A cheap deterministic spread of key indices for reads.
+fn spread(i: usize, n: usize) -> usize {
+    (i.wrapping_mul(2_654_435_761)) % n
+}
+
+fn raw_db(dir: &Path) -> Result<Database, BoxError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(256 << 20);
+    Ok(builder.create(dir.join("raw.redb"))?)
+}
+
+fn engine(dir: &Path) -> Result<RedbEngine, BoxError> {
+    Ok(RedbEngine::open(
+        dir.join("engine.redb"),
+        Options::with_durability(Durability::Sync),
+    )?)
+}
+
+/// Raw redb: `rows` rows in transactions of `per_txn` rows, each fsynced. Returns rows/s.
+fn raw_puts(dir: &Path, rows: usize, per_txn: usize) -> Result<f64, BoxError> {
+    let db = raw_db(dir)?;
+    let value = vec![7u8; VALUE_LEN];
+    let start = Instant::now();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(per_txn) {
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RAW)?;
+            for &i in chunk {
+                table.insert(raw_key(i).as_slice(), value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Adapter: `writers` threads each putting `rows_each` new keys with Sync durability. Rows/s.
+fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<f64, BoxError> {
+    let engine = engine(dir)?;
+    let content = Content::new(vec![7u8; VALUE_LEN]);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<(), BoxError> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (engine, content) = (&engine, content.clone());
+                scope.spawn(move || -> Result<(), dynamo_storage::Error> {
+                    let actor = Actor::new(1, 0);
+                    for i in 0..rows_each {
+                        let key = object_key(w * rows_each + i);
+                        engine.put_local(&key, actor, &Context::empty(), content.clone(), 1)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "writer thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let rate = (writers * rows_each) as f64 / start.elapsed().as_secs_f64();
+    engine.close()?;
+    Ok(rate)
+}
+
+/// Raw redb gets, one read transaction each, over `GET_KEYS` preloaded rows. Gets/s.
+fn raw_gets(dir: &Path) -> Result<f64, BoxError> {
+    let db = raw_db(dir)?;
+    let value = vec![7u8; VALUE_LEN];
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(RAW)?;
+        for i in 0..GET_KEYS {
+            table.insert(raw_key(i).as_slice(), value.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    let keys: Vec<Vec<u8>> = (0..GETS).map(|i| raw_key(spread(i, GET_KEYS))).collect();
+    let start = Instant::now();
+    let mut found = 0usize;
+    for key in &keys {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RAW)?;
+        found += table.get(key.as_slice())?.map_or(0, |v| v.value().len());
+    }
+    let rate = GETS as f64 / start.elapsed().as_secs_f64();
+    if found != GETS * VALUE_LEN {
+        return Err("raw gets missed keys".into());
+    }
+    Ok(rate)
+}
+
+/// Adapter gets over `GET_KEYS` preloaded objects. Gets/s.
+fn engine_gets(dir: &Path) -> Result<f64, BoxError> {
+    let engine = engine(dir)?;
+    let content = Content::new(vec![7u8; VALUE_LEN]);
+    std::thread::scope(|scope| -> Result<(), BoxError> {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (engine, content) = (&engine, content.clone());
+                scope.spawn(move || -> Result<(), dynamo_storage::Error> {
+                    for i in (w..GET_KEYS).step_by(WRITERS) {
+                        let key = object_key(i);
+                        engine.put_local(
+                            &key,
+                            Actor::new(1, 0),
+                            &Context::empty(),
+                            content.clone(),
+                            1,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "loader thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let keys: Vec<ObjectKey> = (0..GETS).map(|i| object_key(spread(i, GET_KEYS))).collect();
+    let start = Instant::now();
+    let mut found = 0usize;
+    for key in &keys {
+        found += engine.get(key)?.map_or(0, |o| o.siblings().len());
+    }
+    let rate = GETS as f64 / start.elapsed().as_secs_f64();
+    engine.close()?;
+    if found != GETS {
+        return Err("engine gets missed keys".into());
+    }
+    Ok(rate)
+}
+
+/// Runs `scenario` `runs` times on fresh directories; prints every figure and returns the median.
+fn median_of(
+    name: &str,
+    runs: usize,
+    base: &Path,
+    scenario: impl Fn(&Path) -> Result<f64, BoxError>,
+) -> Result<f64, BoxError> {
+    let mut rates = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir_in(base)?;
+        rates.push(scenario(dir.path())?);
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "{name:<52} median {median:>10.0} /s   runs [{}]",
+        all.join(", ")
+    );
+    Ok(median)
+}
+
+fn main() -> Result<(), BoxError> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let base = std::env::var_os("DYNAMO_BENCH_DIR")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    std::fs::create_dir_all(&base)?;
+    println!(
+        "dynamo-storage bench: {runs} runs each, files under {}",
+        base.display()
+    );
+
+    let raw_serial = median_of(
+        "raw redb put, 1 row/txn, fsync, 1 writer",
+        runs,
+        &base,
+        |d| raw_puts(d, SERIAL_ROWS, 1),
+    )?;
+    let raw_batched = median_of(
+        "raw redb put, 64 rows/txn, fsync, 1 writer",
+        runs,
+        &base,
+        |d| raw_puts(d, WRITERS * ROWS_PER_WRITER, WRITERS),
+    )?;
+    let engine_serial = median_of("RedbEngine put_local, Sync, 1 writer", runs, &base, |d| {
+        engine_puts(d, 1, SERIAL_ROWS)
+    })?;
+    let engine_group = median_of("RedbEngine put_local, Sync, 64 writers", runs, &base, |d| {
+        engine_puts(d, WRITERS, ROWS_PER_WRITER)
+    })?;
+    let raw_get = median_of(
+        "raw redb get, 1 read txn/get, 1 reader",
+        runs,
+        &base,
+        raw_gets,
+    )?;
+    let engine_get = median_of("RedbEngine get, 1 reader", runs, &base, engine_gets)?;
+
+    println!();
+    println!(
+        "ratio 1-writer Sync put / raw 1 row/txn:     {:.2}",
+        engine_serial / raw_serial
+    );
+    println!(
+        "ratio 64-writer Sync put / raw 64 rows/txn:  {:.2}",
+        engine_group / raw_batched
+    );
+    println!(
+        "ratio get / raw get:                         {:.2}",
+        engine_get / raw_get
+    );
+    Ok(())
+}
