@@ -125,10 +125,16 @@ pub(crate) fn counts(owners: &[usize], members: usize) -> Vec<u32> {
     counts
 }
 
-/// How many of the `q` partitions each member should own: `q * weight / total weight`, rounded by largest
-/// remainder so the targets sum to exactly `q`. Ties on the remainder go to the member with more partitions in
-/// `current` (so rounding never forces a partition to move), then to the lower index.
-pub(crate) fn targets(members: &[Member], q: u32, current: &[u32]) -> Vec<u32> {
+/// How many of the `q` partitions each member should own: `q * weight / total weight` rounded down, plus one
+/// for as many members as needed to sum to exactly `q`, so every target is within one partition of its
+/// weighted share.
+///
+/// Which members get the extra partition is chosen to move as little as possible: first members that already
+/// own more than the rounded-down share (otherwise they would have to shed a partition a join or leave may not
+/// take from them), then members in `receivers` (they can take a partition in this change), then the rest;
+/// within each tier by largest remainder, then by current count, then by index. Members whose share is a whole
+/// number never get the extra one. For a fresh ring (`current` all zero) this is plain largest remainder.
+pub(crate) fn targets(members: &[Member], q: u32, current: &[u32], receivers: &[bool]) -> Vec<u32> {
     let total: u64 = members
         .iter()
         .map(|m| u64::from(m.weight))
@@ -136,17 +142,29 @@ pub(crate) fn targets(members: &[Member], q: u32, current: &[u32]) -> Vec<u32> {
         .max(1);
     let q64 = u64::from(q);
     let mut targets: Vec<u32> = Vec::with_capacity(members.len());
-    let mut remainders: Vec<(u64, u32, usize)> = Vec::with_capacity(members.len());
+    let mut candidates = Vec::with_capacity(members.len());
     for (i, m) in members.iter().enumerate() {
         let share = q64 * u64::from(m.weight);
         // share / total <= q, so it fits in u32.
-        targets.push(u32::try_from(share / total).unwrap_or(q));
-        remainders.push((share % total, current.get(i).copied().unwrap_or(0), i));
+        let floor = u32::try_from(share / total).unwrap_or(q);
+        targets.push(floor);
+        let remainder = share % total;
+        if remainder == 0 {
+            continue;
+        }
+        let cur = current.get(i).copied().unwrap_or(0);
+        let tier = if cur > floor {
+            0
+        } else if receivers.get(i).copied().unwrap_or(false) {
+            1
+        } else {
+            2
+        };
+        candidates.push((tier, Reverse(remainder), Reverse(cur), i));
     }
-    let assigned: u32 = targets.iter().sum();
-    remainders.sort_by_key(|&(rem, cur, i)| (Reverse(rem), Reverse(cur), i));
-    let leftover = q.saturating_sub(assigned) as usize;
-    for &(_, _, i) in remainders.iter().take(leftover) {
+    candidates.sort();
+    let leftover = q.saturating_sub(targets.iter().sum()) as usize;
+    for &(_, _, _, i) in candidates.iter().take(leftover) {
         targets[i] += 1;
     }
     targets
@@ -168,11 +186,23 @@ pub(crate) fn initial_claim(layout: &Layout, targets: &[u32]) -> Vec<usize> {
     // How often two members have owned partitions within `window` of each other; only members with a
     // non-zero target are ever placed, so the matrix is indexed by member index directly.
     let mut near = NearMatrix::new(s);
+    let mut first_placed: Vec<Option<usize>> = vec![None; s];
+    let span = layout.window + 1;
+    // Latest position for m's next partition such that its remaining ones, `span` apart, still end `span`
+    // before its first one comes round again.
+    let deadline = |remaining: u32, first: Option<usize>| -> usize {
+        let need = span * remaining as usize;
+        match first {
+            Some(f) => (q + f).saturating_sub(need),
+            None => (q + span).saturating_sub(need + 1),
+        }
+    };
     for pos in 0..q {
         let neighbours: Vec<usize> = layout.neighbours(&owners, pos).collect();
         let best = (0..s).filter(|&m| remaining[m] > 0).min_by_key(|&m| {
             (
                 layout.cost(&owners, pos, m),
+                Reverse(deadline(remaining[m], first_placed[m]) < pos + span),
                 Reverse(remaining[m]),
                 neighbours.iter().map(|&x| near.get(x, m)).sum::<u32>(),
                 last_placed[m],
@@ -184,6 +214,7 @@ pub(crate) fn initial_claim(layout: &Layout, targets: &[u32]) -> Vec<usize> {
             owners[pos] = m;
             remaining[m] -= 1;
             last_placed[m] = Some(pos);
+            first_placed[m].get_or_insert(pos);
             for &x in &neighbours {
                 near.bump(x, m);
             }
@@ -332,13 +363,25 @@ mod tests {
     #[test]
     fn targets_sum_to_q_and_follow_weights() {
         let ms = members(&[1, 1, 1]);
-        assert_eq!(targets(&ms, 64, &[0, 0, 0]), vec![22, 21, 21]);
-        // Ties on the remainder go to whoever owns more already.
-        assert_eq!(targets(&ms, 64, &[21, 21, 22]), vec![21, 21, 22]);
+        let all = [true; 16];
+        assert_eq!(targets(&ms, 64, &[0, 0, 0], &all), vec![22, 21, 21]);
+        // The extra partition goes to whoever owns more already.
+        assert_eq!(targets(&ms, 64, &[21, 21, 22], &all), vec![21, 21, 22]);
+        // A member that cannot receive in this change is not given a target above what it owns.
+        let ms4 = members(&[1, 1, 1, 1, 1]);
+        assert_eq!(
+            targets(
+                &ms4,
+                64,
+                &[16, 16, 16, 16, 0],
+                &[false, false, false, false, true]
+            ),
+            vec![13, 13, 13, 13, 12]
+        );
         let ms = members(&[1, 3]);
-        assert_eq!(targets(&ms, 64, &[0, 0]), vec![16, 48]);
+        assert_eq!(targets(&ms, 64, &[0, 0], &all), vec![16, 48]);
         let ms = members(&[1; 10]);
-        assert_eq!(targets(&ms, 8, &[0; 10]).iter().sum::<u32>(), 8);
+        assert_eq!(targets(&ms, 8, &[0; 10], &all).iter().sum::<u32>(), 8);
     }
 
     #[test]
@@ -346,7 +389,7 @@ mod tests {
         for s in 3..12 {
             let ms = members(&vec![1; s]);
             let layout = Layout::new(&ms, 64, 3);
-            let t = targets(&ms, 64, &vec![0; s]);
+            let t = targets(&ms, 64, &vec![0; s], &vec![true; s]);
             let owners = initial_claim(&layout, &t);
             assert_eq!(counts(&owners, s), t);
             // No repeats within three consecutive partitions whenever every target fits at spacing three.
@@ -362,16 +405,17 @@ mod tests {
         // Start from a three-member ring; member 3 joins.
         let old = initial_claim(
             &Layout::new(&ms[..3], 64, 3),
-            &targets(&ms[..3], 64, &[0; 3]),
+            &targets(&ms[..3], 64, &[0; 3], &[true; 3]),
         );
         let mut owners = old.clone();
-        let t = targets(&ms, 64, &counts(&owners, 4));
+        let receivers = [false, false, false, true];
+        let t = targets(&ms, 64, &counts(&owners, 4), &receivers);
         rebalance(
             &layout,
             &mut owners,
             &t,
             &[true, true, true, false],
-            &[false, false, false, true],
+            &receivers,
         );
         assert_eq!(counts(&owners, 4), t);
         let moved: Vec<usize> = (0..64).filter(|&p| old[p] != owners[p]).collect();

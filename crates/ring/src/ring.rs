@@ -136,7 +136,8 @@ impl Ring {
         check_q(q)?;
         let members = checked_members(members)?;
         let layout = Layout::new(&members, q as usize, n_hint);
-        let targets = claim::targets(&members, q, &vec![0; members.len()]);
+        let everyone = vec![true; members.len()];
+        let targets = claim::targets(&members, q, &vec![0; members.len()], &everyone);
         let owners = claim::initial_claim(&layout, &targets);
         Ok(Ring::assemble(q, 1, members, owners))
     }
@@ -245,9 +246,10 @@ impl Ring {
             .iter()
             .map(|&o| if o >= j { o + 1 } else { o })
             .collect();
-        let targets = claim::targets(&members, self.q, &claim::counts(&owners, members.len()));
         let donors: Vec<bool> = (0..members.len()).map(|i| i != j).collect();
         let receivers: Vec<bool> = (0..members.len()).map(|i| i == j).collect();
+        let current = claim::counts(&owners, members.len());
+        let targets = claim::targets(&members, self.q, &current, &receivers);
         let layout = Layout::new(&members, self.q as usize, n_hint);
         claim::rebalance(&layout, &mut owners, &targets, &donors, &receivers);
         Ok(Ring::assemble(self.q, self.epoch + 1, members, owners))
@@ -269,7 +271,12 @@ impl Ring {
         remaining.remove(leaver);
         let mut remaining_current = current.clone();
         remaining_current.remove(leaver);
-        let mut targets = claim::targets(&remaining, self.q, &remaining_current);
+        let mut targets = claim::targets(
+            &remaining,
+            self.q,
+            &remaining_current,
+            &vec![true; remaining.len()],
+        );
         targets.insert(leaver, 0);
         let donors: Vec<bool> = (0..self.members.len()).map(|i| i == leaver).collect();
         let receivers: Vec<bool> = donors.iter().map(|d| !d).collect();
@@ -293,8 +300,9 @@ impl Ring {
         members[i].weight = weight;
         members[i].validate()?;
         let mut owners = self.owners.clone();
-        let targets = claim::targets(&members, self.q, &claim::counts(&owners, members.len()));
         let everyone = vec![true; members.len()];
+        let current = claim::counts(&owners, members.len());
+        let targets = claim::targets(&members, self.q, &current, &everyone);
         let layout = Layout::new(&members, self.q as usize, n_hint);
         claim::rebalance(&layout, &mut owners, &targets, &everyone, &everyone);
         Ok(Ring::assemble(self.q, self.epoch + 1, members, owners))
