@@ -242,6 +242,21 @@ impl<R: Replicas> Coordinator<R> {
         self.inner.engine.durability() == dynamo_storage::Durability::Sync
     }
 
+    /// Runs a storage update off the async worker threads and records its commit latency.
+    pub(crate) async fn update(
+        &self,
+        key: ObjectKey,
+        f: dynamo_storage::UpdateFn,
+    ) -> Result<VersionedObject> {
+        let started = Instant::now();
+        let result = self.blocking(move |engine| engine.update(&key, f)).await;
+        self.inner
+            .metrics
+            .storage_commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     /// Runs a blocking storage call off the async worker threads.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
@@ -262,19 +277,17 @@ impl<R: Replicas> Coordinator<R> {
             object,
             last_write_wins,
         } = put;
-        self.blocking(move |engine| {
-            engine.update(
-                &key,
-                Box::new(move |stored: Option<VersionedObject>| {
-                    let mut merged = stored.unwrap_or_default();
-                    merged.merge(&object);
-                    if last_write_wins {
-                        merged.resolve_lww();
-                    }
-                    Ok(merged)
-                }),
-            )
-        })
+        self.update(
+            key,
+            Box::new(move |stored: Option<VersionedObject>| {
+                let mut merged = stored.unwrap_or_default();
+                merged.merge(&object);
+                if last_write_wins {
+                    merged.resolve_lww();
+                }
+                Ok(merged)
+            }),
+        )
         .await
     }
 

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub background_write_failures: Counter,
     /// Vector clock entries removed by pruning (paper 4.4).
     pub clock_entries_pruned: Counter,
+    /// Time for a local storage write to commit (including any group-commit fsync), in seconds.
+    pub storage_commit_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -63,6 +65,7 @@ impl Default for Metrics {
             read_repairs: Counter::default(),
             background_write_failures: Counter::default(),
             clock_entries_pruned: Counter::default(),
+            storage_commit_latency: latency_histogram(),
         }
     }
 }

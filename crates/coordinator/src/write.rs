@@ -176,23 +176,21 @@ impl<R: Replicas> Coordinator<R> {
     ) -> Result<VersionedObject> {
         let actor = self.inner.actor;
         let now = self.inner.clock.now_ms();
-        let policy = self.inner.options.prune.clone();
+        let policy = self.inner.options.prune;
         let metrics = self.inner.metrics.clone();
-        self.blocking(move |engine| {
-            engine.update(
-                &key,
-                Box::new(move |stored: Option<VersionedObject>| {
-                    let mut object = stored.unwrap_or_default();
-                    object.put(actor, &context, content, now);
-                    if lww {
-                        object.resolve_lww();
-                    }
-                    let pruned = object.prune(&policy);
-                    metrics.clock_entries_pruned.inc_by(pruned as u64);
-                    Ok(object)
-                }),
-            )
-        })
+        self.update(
+            key,
+            Box::new(move |stored: Option<VersionedObject>| {
+                let mut object = stored.unwrap_or_default();
+                object.put(actor, &context, content, now);
+                if lww {
+                    object.resolve_lww();
+                }
+                let pruned = object.prune(&policy);
+                metrics.clock_entries_pruned.inc_by(pruned as u64);
+                Ok(object)
+            }),
+        )
         .await
     }
 
