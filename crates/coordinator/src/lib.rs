@@ -15,7 +15,7 @@
 //! [`Replicas`] trait, which the rpc crate implements over tarpc and tests implement in-process.
 //!
 //! Not here: the network (rpc crate), failure detection, sloppy quorum and hinted handoff (the
-//! failure-handling work builds on [`Coordinator::targets`]), membership changes (the ring is
+//! failure-handling work plugs into the choice of target replicas), membership changes (the ring is
 //! installed from outside with [`Coordinator::set_ring`]), and anti-entropy.
 
 mod api;

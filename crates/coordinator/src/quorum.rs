@@ -1,6 +1,6 @@
 //! Pure quorum bookkeeping for one request (paper section 4.5): which replies have arrived, whether
 //! the request can answer yet, and whether it can still succeed at all. No I/O and no clocks; the
-//! async driver in [`crate::coordinator`] feeds replies in and acts on the verdicts.
+//! async driver ([`Coordinator`](crate::Coordinator)) feeds replies in and acts on the verdicts.
 
 use dynamo_ring::NodeId;
 use dynamo_storage::VersionedObject;
