@@ -10,6 +10,8 @@
 //! - `skips`: partitions whose first N owners clockwise are not N distinct nodes (so the preference list has
 //!   to walk further), for the fresh ring / after the join / after the leave;
 //! - `claim ms`: wall time of the fresh claim plus the join and the leave (a figure, not a promise).
+//!
+//! It ends with the cost of computing preference lists on the largest ring, the hot path of every request.
 
 use std::time::Instant;
 
@@ -80,5 +82,26 @@ fn main() -> Result<()> {
             );
         }
     }
+    preference_list_cost()
+}
+
+/// Times preference lists (key hash included) on a 64-node ring of 1024 partitions.
+fn preference_list_cost() -> Result<()> {
+    const LOOKUPS: u32 = 200_000;
+    let ring = Ring::new(1024, (1..=64).map(member).collect::<Result<_>>()?, N)?;
+    let started = Instant::now();
+    let mut primaries = 0;
+    for i in 0..LOOKUPS {
+        primaries += ring
+            .preference_list(b"bucket", &i.to_be_bytes(), N)
+            .primaries()
+            .len();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "\npreference_list (S = 64, Q = 1024, N = 3, full list with fallbacks): {:.2} us per key ({} primaries)",
+        elapsed.as_secs_f64() * 1e6 / f64::from(LOOKUPS),
+        primaries
+    );
     Ok(())
 }

@@ -2,11 +2,12 @@
 //!
 //! Three steps, all deterministic:
 //!
-//! 1. [`targets`]: how many partitions each member should own, proportional to weight, by largest remainder.
-//!    Ties go to the member that already owns more, so a change moves as little as possible.
-//! 2. [`initial_claim`]: lay the targets out around a fresh ring, choosing at each position the member that
-//!    does not repeat a node (then a zone) among the previous N - 1 owners and has the most left to place, then
-//!    [`repair`] the few conflicts left at the wrap-around by swapping owners.
+//! 1. [`targets`]: how many partitions each member should own, its weighted share rounded down or up (so
+//!    within one partition of the share), rounding up where that avoids moving a partition.
+//! 2. [`initial_claim`]: lay the targets out around a fresh ring, choosing at each position a member that does
+//!    not repeat a node (then a zone) among the N - 1 owners on either side, preferring members that would
+//!    otherwise run out of room before the ring wraps, then those with the most left to place, then those that
+//!    have rarely sat near the current neighbours; finally [`repair`] what conflicts remain by swapping owners.
 //! 3. [`rebalance`]: after a join, leave or weight change, move partitions one at a time from members above
 //!    their target to members below it, each time picking the partition and receiver that create the fewest
 //!    node/zone repeats within N consecutive partitions. Only partitions that must move do move.
@@ -183,9 +184,7 @@ pub(crate) fn initial_claim(layout: &Layout, targets: &[u32]) -> Vec<usize> {
     let mut owners = vec![UNPLACED; q];
     let mut remaining = targets.to_vec();
     let mut last_placed: Vec<Option<usize>> = vec![None; s];
-    // How often two members have owned partitions within `window` of each other; only members with a
-    // non-zero target are ever placed, so the matrix is indexed by member index directly.
-    let mut near = NearMatrix::new(s);
+    let mut near = NearMatrix::new(targets);
     let mut first_placed: Vec<Option<usize>> = vec![None; s];
     let span = layout.window + 1;
     // Latest position for m's next partition such that its remaining ones, `span` apart, still end `span`
@@ -225,28 +224,52 @@ pub(crate) fn initial_claim(layout: &Layout, targets: &[u32]) -> Vec<usize> {
     owners
 }
 
-/// Symmetric counts of how often two members were placed near each other during the initial claim.
+/// Symmetric counts of how often two members were placed near each other during the initial claim. Only
+/// members with a non-zero target are ever placed, so the matrix is at most Q x Q however many members there
+/// are.
 struct NearMatrix {
-    /// Number of members (rows and columns).
-    s: usize,
-    /// Row-major `s * s` counts.
+    /// Row of each member in the matrix; `None` for members that own nothing.
+    row: Vec<Option<usize>>,
+    /// Number of rows (and columns).
+    placed: usize,
+    /// Row-major `placed * placed` counts.
     counts: Vec<u32>,
 }
 
 impl NearMatrix {
-    fn new(s: usize) -> NearMatrix {
+    fn new(targets: &[u32]) -> NearMatrix {
+        let mut placed = 0;
+        let row = targets
+            .iter()
+            .map(|&t| {
+                (t > 0).then(|| {
+                    placed += 1;
+                    placed - 1
+                })
+            })
+            .collect();
         NearMatrix {
-            s,
-            counts: vec![0; s * s],
+            row,
+            placed,
+            counts: vec![0; placed * placed],
         }
     }
 
+    fn index(&self, a: usize, b: usize) -> Option<usize> {
+        let ra = self.row.get(a).copied().flatten()?;
+        let rb = self.row.get(b).copied().flatten()?;
+        Some(ra * self.placed + rb)
+    }
+
     fn get(&self, a: usize, b: usize) -> u32 {
-        self.counts.get(a * self.s + b).copied().unwrap_or(0)
+        self.index(a, b)
+            .and_then(|i| self.counts.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn bump(&mut self, a: usize, b: usize) {
-        for i in [a * self.s + b, b * self.s + a] {
+        for i in [self.index(a, b), self.index(b, a)].into_iter().flatten() {
             if let Some(c) = self.counts.get_mut(i) {
                 *c = c.saturating_add(1);
             }

@@ -407,6 +407,38 @@ mod tests {
     }
 
     #[test]
+    fn the_wire_form_names_owners_and_carries_a_version() {
+        let ring = Ring::new(8, ids(2), 3).unwrap();
+        let json = serde_json::to_value(&ring).unwrap();
+        assert_eq!(json["format"], RING_FORMAT_VERSION);
+        assert_eq!(json["owners"].as_array().map(Vec::len), Some(8));
+        assert_eq!(json["owners"][0], "n1");
+        let back: Ring = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ring);
+    }
+
+    #[test]
+    fn decoding_rejects_inconsistent_rings() {
+        let ring = Ring::new(8, ids(2), 3).unwrap();
+        let good = serde_json::to_value(&ring).unwrap();
+        let corrupt = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = good.clone();
+            edit(&mut v);
+            serde_json::from_value::<Ring>(v).unwrap_err().to_string()
+        };
+        assert!(corrupt(&|v| v["format"] = 2.into()).contains("format version 2"));
+        assert!(corrupt(&|v| v["q"] = 12.into()).contains("invalid partition count 12"));
+        assert!(corrupt(&|v| v["owners"][3] = "n9".into()).contains("owner n9 is not a member"));
+        assert!(corrupt(&|v| v["owners"][3] = "bad name".into()).contains("invalid node id"));
+        assert!(corrupt(&|v| v["owners"].as_array_mut().unwrap().truncate(7)).contains("7 owners"));
+        assert!(corrupt(&|v| v["members"] = serde_json::json!([])).contains("at least one member"));
+        assert!(
+            corrupt(&|v| v["members"][1] = v["members"][0].clone()).contains("duplicate member n1")
+        );
+        assert!(corrupt(&|v| v["members"][1]["weight"] = 0.into()).contains("weight 0"));
+    }
+
+    #[test]
     fn check_partition_rejects_out_of_range() {
         let ring = Ring::new(64, ids(3), 3).unwrap();
         assert_eq!(ring.check_partition(PartitionId(63)), Ok(PartitionId(63)));
