@@ -252,7 +252,7 @@ impl Ring {
         let targets = claim::targets(&members, self.q, &current, &receivers);
         let layout = Layout::new(&members, self.q as usize, n_hint);
         claim::rebalance(&layout, &mut owners, &targets, &donors, &receivers);
-        Ok(Ring::assemble(self.q, self.epoch + 1, members, owners))
+        Ok(Ring::assemble(self.q, self.next_epoch()?, members, owners))
     }
 
     /// A new ring without `id`, epoch + 1. Only the leaver's partitions move, each to a member below its new
@@ -287,7 +287,12 @@ impl Ring {
             .into_iter()
             .map(|o| if o > leaver { o - 1 } else { o })
             .collect();
-        Ok(Ring::assemble(self.q, self.epoch + 1, remaining, owners))
+        Ok(Ring::assemble(
+            self.q,
+            self.next_epoch()?,
+            remaining,
+            owners,
+        ))
     }
 
     /// A new ring where member `id` has capacity `weight`, epoch + 1. Partitions move only from members above
@@ -305,7 +310,14 @@ impl Ring {
         let targets = claim::targets(&members, self.q, &current, &everyone);
         let layout = Layout::new(&members, self.q as usize, n_hint);
         claim::rebalance(&layout, &mut owners, &targets, &everyone, &everyone);
-        Ok(Ring::assemble(self.q, self.epoch + 1, members, owners))
+        Ok(Ring::assemble(self.q, self.next_epoch()?, members, owners))
+    }
+
+    /// The epoch of the next change; an error rather than a wrap-around if a (decoded) ring is at `u64::MAX`.
+    fn next_epoch(&self) -> Result<u64> {
+        self.epoch.checked_add(1).ok_or_else(|| {
+            Error::InvalidRing("epoch is at its maximum and cannot be bumped".into())
+        })
     }
 
     /// Owner of every partition as member indices, in partition order.
@@ -436,6 +448,19 @@ mod tests {
             corrupt(&|v| v["members"][1] = v["members"][0].clone()).contains("duplicate member n1")
         );
         assert!(corrupt(&|v| v["members"][1]["weight"] = 0.into()).contains("weight 0"));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_is_an_error_not_a_wrap() {
+        let ring = Ring::new(8, ids(2), 3).unwrap();
+        let mut v = serde_json::to_value(&ring).unwrap();
+        v["epoch"] = u64::MAX.into();
+        let last: Ring = serde_json::from_value(v).unwrap();
+        let n1 = NodeId::new("n1").unwrap();
+        assert!(matches!(
+            last.with_member_left(&n1, 3),
+            Err(Error::InvalidRing(_))
+        ));
     }
 
     #[test]
