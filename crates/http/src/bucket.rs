@@ -24,7 +24,9 @@ pub(crate) async fn get_props<R: Replicas>(
     path: BucketPath,
 ) -> Result<Response<Body>> {
     let props = api.coordinator.bucket_props(&path.bucket);
-    Ok(json_response(&json!({ "props": props_json(&path.bucket, &props) })))
+    Ok(json_response(
+        &json!({ "props": props_json(&path.bucket, &props) }),
+    ))
 }
 
 /// PUT a bucket's properties: the given fields replace the current ones, the rest stay.
@@ -95,9 +97,10 @@ pub(crate) async fn list_keys<R: Replicas>(
         pieces.into_iter().map(Ok::<_, Infallible>),
     ));
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
@@ -122,7 +125,11 @@ pub(crate) fn props_json(bucket: &[u8], props: &BucketProps) -> Value {
 
 /// Applies a `{"props": {...}}` body to `current`. Unknown fields and badly typed values are a
 /// 400; whether the result makes sense as a whole is checked when it is set.
-pub(crate) fn merge_props(bucket: &[u8], mut props: BucketProps, body: &[u8]) -> Result<BucketProps> {
+pub(crate) fn merge_props(
+    bucket: &[u8],
+    mut props: BucketProps,
+    body: &[u8],
+) -> Result<BucketProps> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Error::BadRequest(format!("bucket properties are not valid JSON: {e}")))?;
     let fields = match value {
@@ -198,9 +205,10 @@ fn boolean(name: &str, value: &Value) -> Result<bool> {
 
 fn json_response(value: &Value) -> Response<Body> {
     let mut response = Response::new(Body::from(value.to_string()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -232,7 +240,12 @@ mod tests {
     #[test]
     fn the_name_may_be_echoed_back() {
         let body = br#"{"props":{"name":"b","n_val":2}}"#;
-        assert_eq!(merge_props(b"b", BucketProps::default(), body).unwrap().n_val, 2);
+        assert_eq!(
+            merge_props(b"b", BucketProps::default(), body)
+                .unwrap()
+                .n_val,
+            2
+        );
         let wrong = br#"{"props":{"name":"other"}}"#;
         assert!(merge_props(b"b", BucketProps::default(), wrong).is_err());
     }

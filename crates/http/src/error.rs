@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn error_bodies_are_short_plain_text() {
-        let response = Error::BadRequest("timeout must be a positive integer".into()).into_response();
+        let response =
+            Error::BadRequest("timeout must be a positive integer".into()).into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],

@@ -86,7 +86,11 @@ pub(crate) async fn stats<R: Replicas>(
         serde_json::to_string(&stats)
     }
     .map_err(|e| Error::Internal(format!("stats did not encode: {e}")))?;
-    let content_type = if plain { "text/plain" } else { "application/json" };
+    let content_type = if plain {
+        "text/plain"
+    } else {
+        "application/json"
+    };
     Ok(text_response(encoded, content_type))
 }
 
@@ -116,7 +120,12 @@ fn collect<R: Replicas>(api: &Api<R>) -> Result<Stats> {
         match sample.name.as_str() {
             "dynamo_requests_total" => {
                 let outcome = sample.label("outcome").to_string();
-                *stats.requests.entry(op).or_default().entry(outcome).or_default() += sample.value;
+                *stats
+                    .requests
+                    .entry(op)
+                    .or_default()
+                    .entry(outcome)
+                    .or_default() += sample.value;
             }
             "dynamo_quorum_failures_total" => {
                 *stats.quorum_failures.entry(op).or_default() += sample.value;
@@ -213,7 +222,10 @@ mod tests {
                 value: 3,
             })
         );
-        assert_eq!(parse_sample("dynamo_forwarded_total 2").map(|s| s.value), Some(2));
+        assert_eq!(
+            parse_sample("dynamo_forwarded_total 2").map(|s| s.value),
+            Some(2)
+        );
         assert_eq!(parse_sample("# TYPE dynamo_forwarded counter"), None);
         assert_eq!(parse_sample("# EOF"), None);
     }

@@ -21,9 +21,7 @@ use crate::Api;
 use crate::error::{Error, Result};
 use crate::params::Params;
 use crate::path::{BucketPath, ObjectPath, PathStyle};
-use crate::render::{
-    self, DEFAULT_CONTENT_TYPE, META_PREFIX, Negotiation, ObjectView, VCLOCK_HEADER,
-};
+use crate::render::{self, META_PREFIX, Negotiation, ObjectView, VCLOCK_HEADER};
 
 /// GET an object: its value, or its siblings, or 404.
 pub(crate) async fn fetch<R: Replicas>(
@@ -69,7 +67,14 @@ pub(crate) async fn store<R: Replicas>(
     if !returnbody {
         return Ok(empty(StatusCode::NO_CONTENT));
     }
-    answer_with_body(&api, &path.bucket, path.style, stored, &headers, StatusCode::OK)
+    answer_with_body(
+        &api,
+        &path.bucket,
+        path.style,
+        stored,
+        &headers,
+        StatusCode::OK,
+    )
 }
 
 /// POST to a bucket: stores the value under a fresh random key and answers 201 with its Location.
@@ -84,7 +89,14 @@ pub(crate) async fn create<R: Replicas>(
     let key = render::base62(rand::random::<u128>()).into_bytes();
     let stored = write(&api, &path.bucket, &key, &params, &headers, body).await?;
     let mut response = if returnbody {
-        answer_with_body(&api, &path.bucket, path.style, stored, &headers, StatusCode::CREATED)?
+        answer_with_body(
+            &api,
+            &path.bucket,
+            path.style,
+            stored,
+            &headers,
+            StatusCode::CREATED,
+        )?
     } else {
         empty(StatusCode::CREATED)
     };
@@ -137,16 +149,23 @@ async fn write<R: Replicas>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<PutResponse> {
-    let (w, dw, pw) = (params.quorum("w")?, params.quorum("dw")?, params.quorum("pw")?);
+    let (w, dw, pw) = (
+        params.quorum("w")?,
+        params.quorum("dw")?,
+        params.quorum("pw")?,
+    );
     let timeout_ms = params.timeout_ms()?;
     let context = vclock(headers)?.unwrap_or_else(Context::empty);
+    // Without a Content-Type nothing is stored: reads show DEFAULT_CONTENT_TYPE, and a value
+    // exactly at the size limit (which counts metadata too) still fits.
     let content_type = match headers.get(header::CONTENT_TYPE) {
-        None => DEFAULT_CONTENT_TYPE.to_string(),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| Error::BadRequest("Content-Type is not visible ASCII".into()))?
-            .trim()
-            .to_string(),
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Error::BadRequest("Content-Type is not visible ASCII".into()))?
+                .trim()
+                .to_string(),
+        ),
     };
     let user_meta = user_meta(headers)?;
     let limit = api.coordinator.engine().limits().max_value_len;
@@ -162,7 +181,7 @@ async fn write<R: Replicas>(
             key,
             Content {
                 value,
-                content_type: Some(content_type),
+                content_type,
                 user_meta,
                 deleted: false,
             },
@@ -225,7 +244,9 @@ fn user_meta(headers: &HeaderMap) -> Result<Vec<(String, String)>> {
             continue;
         };
         if suffix.is_empty() {
-            return Err(Error::BadRequest("X-Riak-Meta- header without a name".into()));
+            return Err(Error::BadRequest(
+                "X-Riak-Meta- header without a name".into(),
+            ));
         }
         let value = std::str::from_utf8(value.as_bytes())
             .map_err(|_| Error::BadRequest(format!("{name} is not UTF-8")))?;
@@ -251,7 +272,9 @@ fn check_content_length(headers: &HeaderMap, limit: usize) -> Result<()> {
 }
 
 fn too_large(len: impl std::fmt::Display, limit: usize) -> Error {
-    Error::TooLarge(format!("value of {len} bytes is over the limit of {limit} bytes"))
+    Error::TooLarge(format!(
+        "value of {len} bytes is over the limit of {limit} bytes"
+    ))
 }
 
 /// Reads a body of at most `limit` bytes; a longer one (even without `Content-Length`, as with
@@ -302,22 +325,34 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_joined_across_chunks() {
         let body = body_of(vec![b"ab", b"", b"cd", b"e"]);
-        assert_eq!(read_limited(body, 5).await.unwrap(), Bytes::from_static(b"abcde"));
+        assert_eq!(
+            read_limited(body, 5).await.unwrap(),
+            Bytes::from_static(b"abcde")
+        );
         let one = body_of(vec![b"abc"]);
-        assert_eq!(read_limited(one, 3).await.unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            read_limited(one, 3).await.unwrap(),
+            Bytes::from_static(b"abc")
+        );
     }
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
         let body = body_of(vec![b"abc", b"def"]);
-        assert!(matches!(read_limited(body, 5).await, Err(Error::TooLarge(_))));
+        assert!(matches!(
+            read_limited(body, 5).await,
+            Err(Error::TooLarge(_))
+        ));
     }
 
     #[test]
     fn declared_lengths_over_the_limit_are_refused_up_front() {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
-        assert!(matches!(check_content_length(&h, 999), Err(Error::TooLarge(_))));
+        assert!(matches!(
+            check_content_length(&h, 999),
+            Err(Error::TooLarge(_))
+        ));
         assert!(check_content_length(&h, 1000).is_ok());
     }
 
@@ -326,7 +361,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-riak-meta-color", HeaderValue::from_static("blue"));
         h.insert("x-other", HeaderValue::from_static("ignored"));
-        assert_eq!(user_meta(&h).unwrap(), vec![("color".into(), "blue".into())]);
+        assert_eq!(
+            user_meta(&h).unwrap(),
+            vec![("color".into(), "blue".into())]
+        );
     }
 
     #[test]

@@ -218,12 +218,19 @@ mod tests {
     #[test]
     fn other_bucket_types_are_not_found() {
         let err = parse("/types/maps/buckets/b/keys/k").unwrap_err();
-        assert!(matches!(err, Error::NotFound(ref m) if m.contains("maps")), "{err}");
+        assert!(
+            matches!(err, Error::NotFound(ref m) if m.contains("maps")),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_percent_encoding_is_a_bad_request() {
-        for path in ["/buckets/b/keys/%G1", "/buckets/b/keys/a%2", "/buckets/%/props"] {
+        for path in [
+            "/buckets/b/keys/%G1",
+            "/buckets/b/keys/a%2",
+            "/buckets/%/props",
+        ] {
             assert!(matches!(parse(path), Err(Error::BadRequest(_))), "{path}");
         }
     }

@@ -75,8 +75,11 @@ pub fn prefers_multipart(accept: Option<&HeaderValue>) -> bool {
     let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let (multipart, plain) = (quality(accept, "multipart", "mixed"), quality(accept, "text", "plain"));
-    multipart > plain
+    let (multipart, plain) = (
+        quality(accept, "multipart", "mixed"),
+        quality(accept, "text", "plain"),
+    );
+    multipart.0 > 0 && multipart > plain
 }
 
 /// The quality `accept` gives `kind/sub`, with the specificity of the range that gave it
@@ -144,7 +147,12 @@ pub fn render(view: &ObjectView<'_>, how: &Negotiation<'_>) -> Result<Response<B
         None => view.siblings.clone(),
     };
     match chosen.as_slice() {
-        [] => Ok(finish(StatusCode::NOT_FOUND, headers, "not found\n".into(), None)),
+        [] => Ok(finish(
+            StatusCode::NOT_FOUND,
+            headers,
+            "not found\n".into(),
+            None,
+        )),
         [one] => {
             let link = format!("<{}>; rel=\"up\"", view.style.bucket_url(view.bucket));
             if let Ok(link) = HeaderValue::from_str(&link) {
@@ -152,7 +160,12 @@ pub fn render(view: &ObjectView<'_>, how: &Negotiation<'_>) -> Result<Response<B
             }
             sibling_headers(one, &mut headers);
             if how.conditions.is_some_and(|c| not_modified(one, c)) {
-                return Ok(finish(StatusCode::NOT_MODIFIED, headers, Body::empty(), None));
+                return Ok(finish(
+                    StatusCode::NOT_MODIFIED,
+                    headers,
+                    Body::empty(),
+                    None,
+                ));
             }
             let body = Body::from(one.value.value.clone());
             Ok(finish(how.single, headers, body, None))
@@ -161,7 +174,12 @@ pub fn render(view: &ObjectView<'_>, how: &Negotiation<'_>) -> Result<Response<B
             headers.insert(header::VARY, HeaderValue::from_static("Accept"));
             let (boundary, body) = multipart(many)?;
             let content_type = format!("multipart/mixed; boundary={boundary}");
-            Ok(finish(StatusCode::MULTIPLE_CHOICES, headers, body.into(), Some(content_type)))
+            Ok(finish(
+                StatusCode::MULTIPLE_CHOICES,
+                headers,
+                body.into(),
+                Some(content_type),
+            ))
         }
         many => {
             headers.insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -171,7 +189,12 @@ pub fn render(view: &ObjectView<'_>, how: &Negotiation<'_>) -> Result<Response<B
                 body.push('\n');
             }
             let plain = Some("text/plain".to_string());
-            Ok(finish(StatusCode::MULTIPLE_CHOICES, headers, body.into(), plain))
+            Ok(finish(
+                StatusCode::MULTIPLE_CHOICES,
+                headers,
+                body.into(),
+                plain,
+            ))
         }
     }
 }
@@ -228,7 +251,10 @@ fn part_headers(s: &Sibling<Content>) -> Vec<(HeaderName, HeaderValue)> {
 
 /// Whether a conditional GET's validators say the client's copy is current.
 fn not_modified(s: &Sibling<Content>, request: &HeaderMap) -> bool {
-    if let Some(tags) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(tags) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         let mine = vtag(&s.dot);
         return tags
             .split(',')
@@ -258,7 +284,11 @@ fn multipart(siblings: &[&Sibling<Content>]) -> Result<(String, Vec<u8>)> {
     for s in siblings {
         body.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
         for (name, value) in part_headers(s) {
-            let name = if name == header::ETAG { "Etag" } else { canonical(&name) };
+            let name = if name == header::ETAG {
+                "Etag"
+            } else {
+                canonical(&name)
+            };
             body.extend_from_slice(name.as_bytes());
             body.extend_from_slice(b": ");
             body.extend_from_slice(value.as_bytes());
@@ -323,7 +353,10 @@ mod tests {
 
     #[test]
     fn http_dates_are_rfc_1123_gmt() {
-        assert_eq!(http_date(1_268_244_701_000), "Wed, 10 Mar 2010 18:11:41 GMT");
+        assert_eq!(
+            http_date(1_268_244_701_000),
+            "Wed, 10 Mar 2010 18:11:41 GMT"
+        );
         assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
@@ -358,16 +391,28 @@ mod tests {
     fn conditional_gets_compare_vtag_and_whole_seconds() {
         let s = sibling(1, 1, "v");
         let mut h = HeaderMap::new();
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"{}\"", vtag(&s.dot))).unwrap());
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"{}\"", vtag(&s.dot))).unwrap(),
+        );
         assert!(not_modified(&s, &h));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("other"));
         assert!(!not_modified(&s, &h));
         let mut h = HeaderMap::new();
-        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Wed, 10 Mar 2010 18:11:41 GMT"));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Wed, 10 Mar 2010 18:11:41 GMT"),
+        );
         assert!(not_modified(&s, &h));
-        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("Wed, 10 Mar 2010 18:11:40 GMT"));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Wed, 10 Mar 2010 18:11:40 GMT"),
+        );
         assert!(!not_modified(&s, &h));
-        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("yesterday"));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("yesterday"),
+        );
         assert!(!not_modified(&s, &h));
     }
 
