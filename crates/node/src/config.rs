@@ -1,0 +1,464 @@
+//! The node's configuration: a TOML file, overridden by `DYNAMO_*` environment variables, then by
+//! command-line flags. Every field is validated once at start-up; an invalid configuration is one
+//! clear error naming the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dynamo_coordinator::{BucketProps, Quorum};
+use dynamo_ring::{Member, NodeId};
+use dynamo_storage::Durability;
+use serde::{Deserialize, Serialize};
+
+/// Shortest cluster secret accepted (bytes), matching the rpc crate's handshake rule.
+pub const MIN_SECRET_LEN: usize = dynamo_rpc::MIN_SECRET_LEN;
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field, dotted (`members[1].address`).
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A member of the static member list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's node id.
+    pub id: String,
+    /// Its internode RPC address (`host:port`).
+    pub address: String,
+    /// Its zone (rack or data centre), if zones are used.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Its capacity weight (partitions are claimed in proportion).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A quorum as written in the config: a number or one of "one", "quorum", "all", "default".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QuorumValue {
+    /// An explicit count.
+    Count(u8),
+    /// A symbolic value.
+    Word(String),
+}
+
+impl QuorumValue {
+    fn parse(&self, field: &str) -> Result<Quorum, ConfigError> {
+        match self {
+            QuorumValue::Count(c) => Ok(Quorum::Count(*c)),
+            QuorumValue::Word(w) => w.parse().map_err(|e| invalid(field, format!("{e}"))),
+        }
+    }
+}
+
+/// Bucket properties as written in the config; absent fields keep the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// Replicas per key.
+    pub n_val: Option<u8>,
+    /// Read quorum.
+    pub r: Option<QuorumValue>,
+    /// Write quorum.
+    pub w: Option<QuorumValue>,
+    /// Durable write quorum.
+    pub dw: Option<QuorumValue>,
+    /// Primary read quorum.
+    pub pr: Option<QuorumValue>,
+    /// Primary write quorum.
+    pub pw: Option<QuorumValue>,
+    /// Keep siblings.
+    pub allow_mult: Option<bool>,
+    /// Resolve by timestamp.
+    pub last_write_wins: Option<bool>,
+}
+
+impl BucketConfig {
+    fn apply(&self, base: &BucketProps, field: &str) -> Result<BucketProps, ConfigError> {
+        let mut p = base.clone();
+        if let Some(n) = self.n_val {
+            p.n_val = n;
+        }
+        for (name, value, slot) in [
+            ("r", &self.r, &mut p.r),
+            ("w", &self.w, &mut p.w),
+            ("dw", &self.dw, &mut p.dw),
+            ("pr", &self.pr, &mut p.pr),
+            ("pw", &self.pw, &mut p.pw),
+        ] {
+            if let Some(v) = value {
+                *slot = v.parse(&format!("{field}.{name}"))?;
+            }
+        }
+        if let Some(b) = self.allow_mult {
+            p.allow_mult = b;
+        }
+        if let Some(b) = self.last_write_wins {
+            p.last_write_wins = b;
+            if b && self.allow_mult.is_none() {
+                p.allow_mult = false;
+            }
+        }
+        p.validate().map_err(|e| invalid(field, e.to_string()))?;
+        Ok(p)
+    }
+}
+
+/// Storage durability as written in the config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityConfig {
+    /// fsync before acknowledging (group commit).
+    #[default]
+    Sync,
+    /// The paper's write buffer: acknowledge from memory, flush in the background.
+    Buffered,
+    /// Never fsync (tests).
+    None,
+}
+
+impl From<DurabilityConfig> for Durability {
+    fn from(d: DurabilityConfig) -> Durability {
+        match d {
+            DurabilityConfig::Sync => Durability::Sync,
+            DurabilityConfig::Buffered => Durability::Buffered,
+            DurabilityConfig::None => Durability::None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must appear in `members`.
+    pub node_id: String,
+    /// Address the internode RPC listener binds.
+    pub rpc_listen: String,
+    /// Address the HTTP API binds.
+    pub http_listen: String,
+    /// Directory for the data file.
+    pub data_dir: PathBuf,
+    /// Cluster name; peers of another cluster are refused.
+    pub cluster_name: String,
+    /// Shared secret every member proves when connecting (at least 16 bytes).
+    pub cluster_secret: String,
+    /// Partitions on the ring (Q): a power of two in 8..=1024, fixed at cluster creation.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// The static member list.
+    pub members: Vec<MemberConfig>,
+    /// Properties of buckets that have no override.
+    #[serde(default)]
+    pub bucket_defaults: BucketConfig,
+    /// Per-bucket overrides.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketConfig>,
+    /// Storage durability.
+    #[serde(default)]
+    pub durability: DurabilityConfig,
+    /// Largest value accepted, in bytes.
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: usize,
+    /// Log format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_partitions() -> u32 {
+    dynamo_ring::DEFAULT_PARTITIONS
+}
+
+fn default_max_value() -> usize {
+    dynamo_storage::DEFAULT_MAX_VALUE_LEN
+}
+
+/// Fields that a `DYNAMO_<FIELD>` environment variable may override. Only these are read, so
+/// unrelated `DYNAMO_*` variables (the CLI's own) never turn into unknown-field errors.
+pub const ENV_FIELDS: &[&str] = &[
+    "node_id",
+    "rpc_listen",
+    "http_listen",
+    "data_dir",
+    "cluster_name",
+    "cluster_secret",
+    "partitions",
+    "durability",
+    "max_value_bytes",
+    "log_format",
+];
+
+/// A configuration that passed validation, in the types the crates take.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// This node.
+    pub me: NodeId,
+    /// Ring members in config order.
+    pub members: Vec<Member>,
+    /// Member RPC addresses.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// Default bucket properties.
+    pub bucket_defaults: BucketProps,
+    /// Per-bucket overrides.
+    pub buckets: BTreeMap<Vec<u8>, BucketProps>,
+}
+
+impl NodeConfig {
+    /// Reads `path` (TOML) and applies `DYNAMO_*` environment overrides (`DYNAMO_NODE_ID`,
+    /// `DYNAMO_HTTP_LISTEN`, ...).
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        for field in ENV_FIELDS {
+            let var = format!("DYNAMO_{}", field.to_ascii_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                builder = builder
+                    .set_override(*field, value)
+                    .map_err(|e| invalid(var.as_str(), e.to_string()))?;
+            }
+        }
+        let raw = builder
+            .build()
+            .map_err(|e| invalid("config", e.to_string()))?;
+        raw.try_deserialize::<NodeConfig>()
+            .map_err(|e| invalid("config", e.to_string()))
+    }
+
+    /// Checks every field and converts to the crates' types.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let me =
+            NodeId::new(self.node_id.clone()).map_err(|e| invalid("node_id", e.to_string()))?;
+        for (field, addr) in [
+            ("rpc_listen", &self.rpc_listen),
+            ("http_listen", &self.http_listen),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(field, format!("{addr:?} is not ip:port ({e})")))?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        dynamo_rpc::ClusterAuth::new(
+            self.cluster_name.clone(),
+            self.cluster_secret.as_bytes().to_vec(),
+        )
+        .map_err(|e| invalid("cluster_name/cluster_secret", e.to_string()))?;
+        if !self.partitions.is_power_of_two() || !(8..=1024).contains(&self.partitions) {
+            return Err(invalid(
+                "partitions",
+                format!("{} is not a power of two in 8..=1024", self.partitions),
+            ));
+        }
+        if self.members.is_empty() {
+            return Err(invalid("members", "at least one member is required"));
+        }
+        let mut members = Vec::new();
+        let mut addresses = BTreeMap::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let id = NodeId::new(m.id.clone())
+                .map_err(|e| invalid(format!("members[{i}].id"), e.to_string()))?;
+            if addresses.contains_key(&id) {
+                return Err(invalid(
+                    format!("members[{i}].id"),
+                    format!("{id} is listed twice"),
+                ));
+            }
+            if m.address.is_empty() || !m.address.contains(':') {
+                return Err(invalid(
+                    format!("members[{i}].address"),
+                    format!("{:?} is not host:port", m.address),
+                ));
+            }
+            if m.weight == 0 {
+                return Err(invalid(
+                    format!("members[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+            let mut member = Member::new(id.clone()).with_weight(m.weight);
+            if let Some(zone) = &m.zone {
+                member = member.with_zone(zone.clone());
+            }
+            addresses.insert(id, m.address.clone());
+            members.push(member);
+        }
+        if !addresses.contains_key(&me) {
+            return Err(invalid("node_id", format!("{me} is not in members")));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(invalid("max_value_bytes", "must be at least 1"));
+        }
+        let bucket_defaults = self
+            .bucket_defaults
+            .apply(&BucketProps::default(), "bucket_defaults")?;
+        let mut buckets = BTreeMap::new();
+        for (name, b) in &self.buckets {
+            if name.is_empty() {
+                return Err(invalid("buckets", "a bucket name is empty"));
+            }
+            buckets.insert(
+                name.as_bytes().to_vec(),
+                b.apply(&bucket_defaults, &format!("buckets.{name}"))?,
+            );
+        }
+        Ok(Validated {
+            me,
+            members,
+            addresses,
+            bucket_defaults,
+            buckets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Mutation = Box<dyn Fn(&mut NodeConfig)>;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            node_id: "n1".into(),
+            rpc_listen: "127.0.0.1:7001".into(),
+            http_listen: "127.0.0.1:8098".into(),
+            data_dir: "data/n1".into(),
+            cluster_name: "test".into(),
+            cluster_secret: "0123456789abcdef".into(),
+            partitions: 64,
+            members: vec![MemberConfig {
+                id: "n1".into(),
+                address: "127.0.0.1:7001".into(),
+                zone: None,
+                weight: 1,
+            }],
+            bucket_defaults: BucketConfig::default(),
+            buckets: BTreeMap::new(),
+            durability: DurabilityConfig::Sync,
+            max_value_bytes: 1024,
+            log_format: LogFormat::Human,
+        }
+    }
+
+    #[test]
+    fn a_good_config_validates() {
+        let v = sample().validate().unwrap();
+        assert_eq!(v.me.as_str(), "n1");
+        assert_eq!(v.bucket_defaults, BucketProps::default());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("node_id", Box::new(|c| c.node_id = "n9".into())),
+            ("rpc_listen", Box::new(|c| c.rpc_listen = "nowhere".into())),
+            ("partitions", Box::new(|c| c.partitions = 100)),
+            (
+                "cluster_secret",
+                Box::new(|c| c.cluster_secret = "short".into()),
+            ),
+            ("members[0].weight", Box::new(|c| c.members[0].weight = 0)),
+            ("members", Box::new(|c| c.members.clear())),
+            (
+                "bucket_defaults.r",
+                Box::new(|c| c.bucket_defaults.r = Some(QuorumValue::Word("most".into()))),
+            ),
+            (
+                "buckets.carts",
+                Box::new(|c| {
+                    c.buckets.insert(
+                        "carts".into(),
+                        BucketConfig {
+                            n_val: Some(2),
+                            r: Some(QuorumValue::Count(3)),
+                            ..Default::default()
+                        },
+                    );
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut c = sample();
+            mutate(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.field.contains(field), "expected {field}, got {err}");
+        }
+    }
+
+    #[test]
+    fn toml_with_quorum_words_and_numbers_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            r#"
+node_id = "n1"
+rpc_listen = "127.0.0.1:7001"
+http_listen = "127.0.0.1:8098"
+data_dir = "data"
+cluster_name = "c"
+cluster_secret = "0123456789abcdef"
+[[members]]
+id = "n1"
+address = "127.0.0.1:7001"
+[bucket_defaults]
+r = "one"
+w = 2
+[buckets.sessions]
+last_write_wins = true
+"#,
+        )
+        .unwrap();
+        let v = NodeConfig::load(Some(&path)).unwrap().validate().unwrap();
+        assert_eq!(v.bucket_defaults.r, Quorum::One);
+        assert_eq!(v.bucket_defaults.w, Quorum::Count(2));
+        let sessions = &v.buckets[&b"sessions".to_vec()];
+        assert!(sessions.last_write_wins && !sessions.allow_mult);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "node_id = \"n1\"\nnode_idd = \"x\"\n").unwrap();
+        assert!(NodeConfig::load(Some(&path)).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! Starting and stopping one node: storage, identity (node id and epoch), ring, peer pool,
+//! coordinator, the RPC listener and the HTTP API, under one shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use dynamo_coordinator::{Buckets, Coordinator, Options, Parts, SystemClock};
+use dynamo_ring::{NodeId, Ring};
+use dynamo_rpc::{ClusterAuth, NodeServer, PeerPool, TcpConnector, TcpListener};
+use dynamo_storage::{Engine, EngineExt, RedbEngine};
+use dynamo_versioning::Actor;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::NodeConfig;
+
+/// Name of the data file inside `data_dir`.
+pub const DATA_FILE: &str = "dynamo.redb";
+
+const META_NODE_ID: &str = "node_id";
+const META_EPOCH: &str = "epoch";
+
+/// The coordinator type a node runs.
+pub type NodeCoordinator = Coordinator<PeerPool<TcpConnector>>;
+
+/// Listeners bound before the node starts (tests bind port 0 first so they can write every
+/// member's real address into the configs).
+pub struct Listeners {
+    /// Internode RPC.
+    pub rpc: TcpListener,
+    /// Client HTTP.
+    pub http: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &NodeConfig) -> anyhow::Result<Listeners> {
+        let rpc = TcpListener::bind(&config.rpc_listen)
+            .await
+            .with_context(|| format!("cannot listen for RPC on {}", config.rpc_listen))?;
+        let http = tokio::net::TcpListener::bind(&config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        Ok(Listeners { rpc, http })
+    }
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// This node's id.
+    pub id: NodeId,
+    /// Where the RPC listener is bound.
+    pub rpc_addr: SocketAddr,
+    /// Where the HTTP API is bound.
+    pub http_addr: SocketAddr,
+    /// The actor (node id hash and epoch) this node writes as.
+    pub actor: Actor,
+    coordinator: NodeCoordinator,
+    engine: Arc<dyn Engine>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningNode {
+    /// Binds the configured addresses and starts.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+        let listeners = Listeners::bind(&config).await?;
+        RunningNode::start_with(config, listeners).await
+    }
+
+    /// Starts on listeners bound by the caller.
+    pub async fn start_with(
+        config: NodeConfig,
+        listeners: Listeners,
+    ) -> anyhow::Result<RunningNode> {
+        let valid = config.validate()?;
+        let options = dynamo_storage::Options {
+            durability: config.durability.into(),
+            limits: dynamo_storage::Limits {
+                max_value_len: config.max_value_bytes,
+                ..dynamo_storage::Limits::default()
+            },
+            ..dynamo_storage::Options::default()
+        };
+        let path = config.data_dir.join(DATA_FILE);
+        let engine: Arc<dyn Engine> = {
+            let open_path = path.clone();
+            let opened =
+                tokio::task::spawn_blocking(move || RedbEngine::open(&open_path, options)).await?;
+            Arc::new(opened.with_context(|| format!("cannot open {}", path.display()))?)
+        };
+        let actor = load_identity(engine.as_ref(), &valid.me)?;
+        let n_hint = usize::from(valid.bucket_defaults.n_val);
+        let ring = Ring::new(config.partitions, valid.members.clone(), n_hint)?;
+        let auth = ClusterAuth::new(
+            config.cluster_name.clone(),
+            config.cluster_secret.as_bytes().to_vec(),
+        )?;
+        let pool = Arc::new(PeerPool::new(
+            TcpConnector,
+            auth.clone(),
+            valid.addresses.clone(),
+        ));
+        let buckets = Buckets::load(
+            valid.bucket_defaults.clone(),
+            valid.buckets.clone(),
+            Arc::clone(&engine),
+        )?;
+        let coordinator = Coordinator::new(Parts {
+            me: valid.me.clone(),
+            actor,
+            ring,
+            engine: Arc::clone(&engine),
+            replicas: Arc::clone(&pool),
+            buckets,
+            clock: Arc::new(SystemClock),
+            options: Options::default(),
+        });
+
+        let mut registry = Registry::default();
+        coordinator.metrics().register(&mut registry);
+        let registry = Arc::new(registry);
+        let render: dynamo_http::MetricsRender = Arc::new(move || {
+            let mut out = String::new();
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+                tracing::warn!(error = %e, "cannot render metrics");
+            }
+            out
+        });
+
+        let rpc_addr = listeners.rpc.local_addr()?;
+        let http_addr = listeners.http.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let server = NodeServer::new(coordinator.clone(), pool);
+        tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));
+        let router = dynamo_http::router(coordinator.clone(), render);
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = dynamo_http::serve(listeners.http, router, http_shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(node = %valid.me, %rpc_addr, %http_addr, epoch = actor.epoch, "node started");
+        Ok(RunningNode {
+            id: valid.me,
+            rpc_addr,
+            http_addr,
+            actor,
+            coordinator,
+            engine,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The node's coordinator (for in-process tests and tools).
+    pub fn coordinator(&self) -> &NodeCoordinator {
+        &self.coordinator
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting requests, waits for in-flight work (including background replica writes)
+    /// and flushes storage.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.coordinator.drain().await;
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || engine.flush()).await??;
+        tracing::info!(node = %self.id, "node stopped");
+        Ok(())
+    }
+}
+
+/// Reads (or, for a fresh data directory, records) which node this data belongs to and the
+/// epoch this node writes under. A fresh directory always gets a new random epoch: a node that
+/// lost its data must never reuse the counters of its old incarnation (Riak's kv679), and a
+/// random 32-bit epoch collides with a previous one with probability 2^-32.
+fn load_identity(engine: &dyn Engine, me: &NodeId) -> anyhow::Result<Actor> {
+    match engine.get_meta(META_NODE_ID)? {
+        Some(stored) if stored != me.as_str().as_bytes() => bail!(
+            "the data directory belongs to node {:?}, not {me}; point data_dir elsewhere",
+            String::from_utf8_lossy(&stored)
+        ),
+        Some(_) => {}
+        None => engine.set_meta(META_NODE_ID, me.as_str().as_bytes())?,
+    }
+    let epoch = match engine.get_meta_u64(META_EPOCH)? {
+        Some(e) => u32::try_from(e).context("stored epoch is out of range")?,
+        None => {
+            let epoch = rand::random::<u32>().max(1);
+            engine.set_meta_u64(META_EPOCH, u64::from(epoch))?;
+            epoch
+        }
+    };
+    Ok(Actor::new(me.actor_id(), epoch))
+}
