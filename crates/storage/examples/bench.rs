@@ -1,7 +1,7 @@
 //! Storage throughput against a raw redb baseline. Measures and prints; asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p dynamo-storage --example bench [-- RUNS]
+//! cargo run --release -p dynamo-storage --example bench [-- RUNS [all|puts|gets]]
 //! ```
 //!
 //! Files go under `$DYNAMO_BENCH_DIR` (default: the system temp dir); point it at the disk you
@@ -211,6 +211,7 @@ fn main() -> Result<(), BoxError> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
+    let which = std::env::args().nth(2).unwrap_or_else(|| "all".to_owned());
     let base = std::env::var_os("DYNAMO_BENCH_DIR")
         .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     std::fs::create_dir_all(&base)?;
@@ -219,44 +220,46 @@ fn main() -> Result<(), BoxError> {
         base.display()
     );
 
-    let raw_serial = median_of(
-        "raw redb put, 1 row/txn, fsync, 1 writer",
-        runs,
-        &base,
-        |d| raw_puts(d, SERIAL_ROWS, 1),
-    )?;
-    let raw_batched = median_of(
-        "raw redb put, 64 rows/txn, fsync, 1 writer",
-        runs,
-        &base,
-        |d| raw_puts(d, WRITERS * ROWS_PER_WRITER, WRITERS),
-    )?;
-    let engine_serial = median_of("RedbEngine put_local, Sync, 1 writer", runs, &base, |d| {
-        engine_puts(d, 1, SERIAL_ROWS)
-    })?;
-    let engine_group = median_of("RedbEngine put_local, Sync, 64 writers", runs, &base, |d| {
-        engine_puts(d, WRITERS, ROWS_PER_WRITER)
-    })?;
-    let raw_get = median_of(
-        "raw redb get, 1 read txn/get, 1 reader",
-        runs,
-        &base,
-        raw_gets,
-    )?;
-    let engine_get = median_of("RedbEngine get, 1 reader", runs, &base, engine_gets)?;
-
-    println!();
-    println!(
-        "ratio 1-writer Sync put / raw 1 row/txn:     {:.2}",
-        engine_serial / raw_serial
-    );
-    println!(
-        "ratio 64-writer Sync put / raw 64 rows/txn:  {:.2}",
-        engine_group / raw_batched
-    );
-    println!(
-        "ratio get / raw get:                         {:.2}",
-        engine_get / raw_get
-    );
+    if which == "all" || which == "puts" {
+        let raw_serial = median_of(
+            "raw redb put, 1 row/txn, fsync, 1 writer",
+            runs,
+            &base,
+            |d| raw_puts(d, SERIAL_ROWS, 1),
+        )?;
+        let raw_batched = median_of(
+            "raw redb put, 64 rows/txn, fsync, 1 writer",
+            runs,
+            &base,
+            |d| raw_puts(d, WRITERS * ROWS_PER_WRITER, WRITERS),
+        )?;
+        let engine_serial = median_of("RedbEngine put_local, Sync, 1 writer", runs, &base, |d| {
+            engine_puts(d, 1, SERIAL_ROWS)
+        })?;
+        let engine_group = median_of("RedbEngine put_local, Sync, 64 writers", runs, &base, |d| {
+            engine_puts(d, WRITERS, ROWS_PER_WRITER)
+        })?;
+        println!(
+            "ratio 1-writer Sync put / raw 1 row/txn:     {:.2}",
+            engine_serial / raw_serial
+        );
+        println!(
+            "ratio 64-writer Sync put / raw 64 rows/txn:  {:.2}",
+            engine_group / raw_batched
+        );
+    }
+    if which == "all" || which == "gets" {
+        let raw_get = median_of(
+            "raw redb get, 1 read txn/get, 1 reader",
+            runs,
+            &base,
+            raw_gets,
+        )?;
+        let engine_get = median_of("RedbEngine get, 1 reader", runs, &base, engine_gets)?;
+        println!(
+            "ratio get / raw get:                         {:.2}",
+            engine_get / raw_get
+        );
+    }
     Ok(())
 }

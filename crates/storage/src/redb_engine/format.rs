@@ -5,7 +5,7 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `dynamo_format` | name | format magic, format version, next hint id |
-//! | `objects` | (partition, bucket, key) | record: `Object<Content>` |
+//! | `objects` | partition ++ escaped bucket ++ key (order-preserving) | record: `Object<Content>` |
 //! | `hints` | hint id | record: owner, key, object, created_ms |
 //! | `hints_by_owner` | (owner, hint id) | nothing (index for per-owner listing) |
 //! | `meta` | name | caller's bytes (node id, epoch, ...) |
@@ -35,10 +35,9 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 
 /// Internal bookkeeping: magic, format version, hint id counter.
 pub(crate) const FORMAT: TableDefinition<&str, &[u8]> = TableDefinition::new("dynamo_format");
-/// The key of an object row: (partition, bucket, key).
-pub(crate) type RawKey<'a> = (u32, &'a [u8], &'a [u8]);
-/// Objects by (partition, bucket, key): one partition's keys are contiguous and ordered.
-pub(crate) const OBJECTS: TableDefinition<RawKey<'static>, &[u8]> = TableDefinition::new("objects");
+/// Objects by (partition, bucket, key), encoded by `keys::encode` so that byte order is key
+/// order: one partition's keys are contiguous and ordered.
+pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 /// Hints by id.
 pub(crate) const HINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("hints");
 /// Index of hints by intended owner.

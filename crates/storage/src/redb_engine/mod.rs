@@ -5,6 +5,7 @@
 //! one transaction and one fsync. The file layout and open-time checks are in [`format`].
 
 pub(crate) mod format;
+mod keys;
 pub(crate) mod writer;
 
 use std::ops::Bound;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use dynamo_ring::{NodeId, PartitionId};
 use redb::{Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _};
 
-use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS, RawKey};
+use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS};
 use self::writer::{Writer, WriterConfig};
 use crate::codec;
 use crate::engine::{Engine, UpdateFn, call_update};
@@ -23,10 +24,6 @@ use crate::object::{Entry, Hint, HintRecord, ObjectKey, VersionedObject, check_o
 use crate::options::{Durability, Limits, Options, check_meta_name};
 
 pub use self::format::{FORMAT_MAGIC, FORMAT_VERSION};
-
-fn raw(key: &ObjectKey) -> RawKey<'_> {
-    (key.partition.0, key.bucket.as_slice(), key.key.as_slice())
-}
 
 /// Decodes a stored object record, naming `key` in any error.
 fn decode_object(key: &ObjectKey, bytes: &[u8]) -> Result<VersionedObject> {
@@ -93,24 +90,24 @@ impl RedbEngine {
         self.writer.close()
     }
 
-    /// Collects up to `limit` objects from `range` of the objects table while `keep` holds.
-    fn collect_objects<T: ReadableTable<RawKey<'static>, &'static [u8]>>(
+    /// Collects objects from `start` on while their encoded key starts with `prefix`, until
+    /// `out` holds `limit`. Returns whether it stopped because `out` was full.
+    fn collect_objects<T: ReadableTable<&'static [u8], &'static [u8]>>(
         table: &T,
-        start: Bound<RawKey<'_>>,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
         limit: usize,
-        mut keep: impl FnMut(&ObjectKey) -> bool,
         out: &mut Vec<Entry>,
     ) -> Result<bool> {
-        for entry in table.range::<RawKey<'_>>((start, Bound::Unbounded))? {
+        for entry in table.range::<&[u8]>((start, Bound::Unbounded))? {
             if out.len() >= limit {
                 return Ok(true);
             }
             let (raw_key, value) = entry?;
-            let (p, bucket, key) = raw_key.value();
-            let key = ObjectKey::new(PartitionId(p), bucket, key);
-            if !keep(&key) {
+            if !raw_key.value().starts_with(prefix) {
                 return Ok(false);
             }
+            let key = keys::decode(raw_key.value())?;
             let object = decode_object(&key, value.value())?;
             out.push((key, object));
         }
@@ -118,8 +115,8 @@ impl RedbEngine {
     }
 
     /// One partition's part of a bucket listing: objects of `bucket` in partition `p` after
-    /// `after_key`. Returns the partition of the first key past them, to jump to next.
-    fn scan_bucket_in<T: ReadableTable<RawKey<'static>, &'static [u8]>>(
+    /// `after_key`. Returns the next partition holding any key, to jump to.
+    fn scan_bucket_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
         table: &T,
         bucket: &[u8],
         p: u32,
@@ -127,28 +124,22 @@ impl RedbEngine {
         limit: usize,
         out: &mut Vec<Entry>,
     ) -> Result<Option<u32>> {
-        let start = match after_key {
-            Some(key) => Bound::Excluded((p, bucket, key)),
-            None => Bound::Included((p, bucket, &[][..])),
+        let prefix = keys::bucket_start(p, bucket);
+        let after = after_key.map(|key| keys::encode(&ObjectKey::new(PartitionId(p), bucket, key)));
+        let start = match &after {
+            Some(after) => Bound::Excluded(after.as_slice()),
+            None => Bound::Included(prefix.as_slice()),
         };
-        let full = Self::collect_objects(
-            table,
-            start,
-            limit,
-            |key| key.partition.0 == p && key.bucket == bucket,
-            out,
-        )?;
-        if full {
+        if Self::collect_objects(table, start, &prefix, limit, out)? {
             return Ok(None);
         }
-        // The next partition that holds anything at all.
-        let next = match p.checked_add(1) {
-            Some(next) => next,
-            None => return Ok(None),
+        let Some(next) = p.checked_add(1) else {
+            return Ok(None);
         };
-        let mut rest = table.range::<RawKey<'_>>((next, &[][..], &[][..])..)?;
+        let next_start = keys::partition_start(next);
+        let mut rest = table.range::<&[u8]>(next_start.as_slice()..)?;
         match rest.next() {
-            Some(entry) => Ok(Some(entry?.0.value().0)),
+            Some(entry) => Ok(Some(keys::decode(entry?.0.value())?.partition.0)),
             None => Ok(None),
         }
     }
@@ -166,7 +157,7 @@ impl Engine for RedbEngine {
     fn get(&self, key: &ObjectKey) -> Result<Option<VersionedObject>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
-        match table.get(raw(key))? {
+        match table.get(keys::encode(key).as_slice())? {
             Some(value) => decode_object(key, value.value()).map(Some),
             None => Ok(None),
         }
@@ -181,18 +172,23 @@ impl Engine for RedbEngine {
         key.check(&self.options.limits)?;
         let limits = self.options.limits;
         let key = key.clone();
+        let encoded = keys::encode(&key);
         self.writer.run(durability, move |txn| {
             let mut table = txn.open_table(OBJECTS)?;
-            let current = match table.get(raw(&key))? {
-                Some(value) => Some(decode_object(&key, value.value())?),
+            let stored = table
+                .get(encoded.as_slice())?
+                .map(|value| value.value().to_vec());
+            let current = match &stored {
+                Some(bytes) => Some(decode_object(&key, bytes)?),
                 None => None,
             };
-            let unchanged = current.clone();
             let updated = call_update(f, current)?;
             check_object(&limits, &updated)?;
-            if unchanged.as_ref() != Some(&updated) {
-                let bytes = codec::encode(&updated, || format!("object {key}"))?;
-                table.insert(raw(&key), bytes.as_slice())?;
+            let bytes = codec::encode(&updated, || format!("object {key}"))?;
+            // An update that changes nothing (say, a replica re-sending a version already
+            // merged) writes nothing.
+            if stored.as_deref() != Some(bytes.as_slice()) {
+                table.insert(encoded.as_slice(), bytes.as_slice())?;
             }
             Ok(updated)
         })
@@ -204,9 +200,10 @@ impl Engine for RedbEngine {
         after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        let start = match after {
-            None => Bound::Included((p.0, &[][..], &[][..])),
-            Some(after) if after.partition == p => Bound::Excluded(raw(after)),
+        let prefix = keys::partition_start(p.0);
+        let after = match after {
+            None => None,
+            Some(after) if after.partition == p => Some(keys::encode(after)),
             Some(after) => {
                 return Err(Error::BadCursor(format!(
                     "cursor {after} is not in partition {}",
@@ -217,7 +214,11 @@ impl Engine for RedbEngine {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
-        Self::collect_objects(&table, start, limit, |key| key.partition == p, &mut out)?;
+        let start = match &after {
+            Some(after) => Bound::Excluded(after.as_slice()),
+            None => Bound::Included(prefix.as_slice()),
+        };
+        Self::collect_objects(&table, start, &prefix, limit, &mut out)?;
         Ok(out)
     }
 
@@ -252,15 +253,16 @@ impl Engine for RedbEngine {
 
     fn remove_if_unchanged(&self, key: &ObjectKey, expected: &VersionedObject) -> Result<bool> {
         let key = key.clone();
+        let encoded = keys::encode(&key);
         let expected = expected.clone();
         self.writer.run(self.options.durability, move |txn| {
             let mut table = txn.open_table(OBJECTS)?;
-            let matches = match table.get(raw(&key))? {
+            let matches = match table.get(encoded.as_slice())? {
                 Some(value) => decode_object(&key, value.value())? == expected,
                 None => false,
             };
             if matches {
-                table.remove(raw(&key))?;
+                table.remove(encoded.as_slice())?;
             }
             Ok(matches)
         })

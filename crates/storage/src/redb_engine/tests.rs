@@ -164,7 +164,10 @@ fn an_undecodable_record_is_an_error_naming_its_key() {
         let txn = db.begin_write().unwrap();
         txn.open_table(OBJECTS)
             .unwrap()
-            .insert(raw(&bad), &[crate::RECORD_VERSION, 0xFF][..])
+            .insert(
+                keys::encode(&bad).as_slice(),
+                &[crate::RECORD_VERSION, 0xFF][..],
+            )
             .unwrap();
         txn.commit().unwrap();
     }
