@@ -17,7 +17,7 @@
 //! from 1 and from 64 threads, and `get` (read transaction plus record decode).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dynamo_ring::PartitionId;
 use dynamo_storage::{Content, Durability, Engine, EngineExt, ObjectKey, Options, RedbEngine};
@@ -36,8 +36,8 @@ const WRITERS: usize = 64;
 const ROWS_PER_WRITER: usize = 300;
 /// Keys preloaded for the get scenarios, and gets measured.
 const GET_KEYS: usize = 20_000;
-/// Gets per measured run.
-const GETS: usize = 200_000;
+/// Gets per measured run (each side).
+const GETS: usize = 400_000;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -114,73 +114,92 @@ fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<f64, BoxE
     Ok(rate)
 }
 
-/// Raw redb gets, one read transaction each, over `GET_KEYS` preloaded rows. Gets/s.
-fn raw_gets(dir: &Path) -> Result<f64, BoxError> {
+/// Slices the get measurement is cut into, alternating raw and adapter, so that load from
+/// other processes hits both sides alike.
+const GET_SLICES: usize = 20;
+
+/// Gets over `GET_KEYS` preloaded rows: raw redb (one read transaction per get, value length
+/// only) and the adapter (read transaction plus record decode), measured in alternating slices.
+/// Returns (raw gets/s, adapter gets/s).
+fn gets(dir: &Path) -> Result<(f64, f64), BoxError> {
     let db = raw_db(dir)?;
     let value = vec![7u8; VALUE_LEN];
+    let raw_keys: Vec<Vec<u8>> = (0..GET_KEYS).map(raw_key).collect();
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(RAW)?;
-        for i in 0..GET_KEYS {
-            table.insert(raw_key(i).as_slice(), value.as_slice())?;
+        for key in &raw_keys {
+            table.insert(key.as_slice(), value.as_slice())?;
         }
     }
     txn.commit()?;
-    let keys: Vec<Vec<u8>> = (0..GETS).map(|i| raw_key(spread(i, GET_KEYS))).collect();
-    let start = Instant::now();
-    let mut found = 0usize;
-    for key in &keys {
-        let txn = db.begin_read()?;
-        let table = txn.open_table(RAW)?;
-        found += table.get(key.as_slice())?.map_or(0, |v| v.value().len());
+
+    let engine = engine(dir)?;
+    let object_keys: Vec<ObjectKey> = (0..GET_KEYS).map(object_key).collect();
+    for key in &object_keys {
+        let mut object = dynamo_storage::VersionedObject::new();
+        object.put(
+            Actor::new(1, 0),
+            &Context::empty(),
+            Content::new(value.clone()),
+            1,
+        );
+        engine.put_merge_with(key, Durability::None, object)?;
     }
-    let rate = GETS as f64 / start.elapsed().as_secs_f64();
-    if found != GETS * VALUE_LEN {
-        return Err("raw gets missed keys".into());
+    engine.flush()?;
+
+    let (mut raw_time, mut engine_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut raw_found, mut engine_found) = (0usize, 0usize);
+    let per_slice = GETS / GET_SLICES;
+    for slice in 0..GET_SLICES {
+        let indices = (slice * per_slice..(slice + 1) * per_slice).map(|i| spread(i, GET_KEYS));
+        let start = Instant::now();
+        for i in indices.clone() {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(RAW)?;
+            raw_found += table
+                .get(raw_keys[i].as_slice())?
+                .map_or(0, |v| v.value().len());
+        }
+        raw_time += start.elapsed();
+        let start = Instant::now();
+        for i in indices {
+            engine_found += engine
+                .get(&object_keys[i])?
+                .map_or(0, |o| o.siblings().len());
+        }
+        engine_time += start.elapsed();
     }
-    Ok(rate)
+    engine.close()?;
+    let total = per_slice * GET_SLICES;
+    if raw_found != total * VALUE_LEN || engine_found != total {
+        return Err("gets missed keys".into());
+    }
+    Ok((
+        total as f64 / raw_time.as_secs_f64(),
+        total as f64 / engine_time.as_secs_f64(),
+    ))
 }
 
-/// Adapter gets over `GET_KEYS` preloaded objects. Gets/s.
-fn engine_gets(dir: &Path) -> Result<f64, BoxError> {
-    let engine = engine(dir)?;
-    let content = Content::new(vec![7u8; VALUE_LEN]);
-    std::thread::scope(|scope| -> Result<(), BoxError> {
-        let handles: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let (engine, content) = (&engine, content.clone());
-                scope.spawn(move || -> Result<(), dynamo_storage::Error> {
-                    for i in (w..GET_KEYS).step_by(WRITERS) {
-                        let key = object_key(i);
-                        engine.put_local(
-                            &key,
-                            Actor::new(1, 0),
-                            &Context::empty(),
-                            content.clone(),
-                            1,
-                        )?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.join().map_err(|_| "loader thread panicked")??;
-        }
-        Ok(())
-    })?;
-    let keys: Vec<ObjectKey> = (0..GETS).map(|i| object_key(spread(i, GET_KEYS))).collect();
-    let start = Instant::now();
-    let mut found = 0usize;
-    for key in &keys {
-        found += engine.get(key)?.map_or(0, |o| o.siblings().len());
-    }
-    let rate = GETS as f64 / start.elapsed().as_secs_f64();
-    engine.close()?;
-    if found != GETS {
-        return Err("engine gets missed keys".into());
-    }
-    Ok(rate)
+/// Prints a figure's runs and returns their median.
+fn median(name: &str, values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
+    let all: Vec<String> = values
+        .iter()
+        .map(|r| {
+            if *r < 10.0 {
+                format!("{r:.2}")
+            } else {
+                format!("{r:.0}")
+            }
+        })
+        .collect();
+    println!(
+        "{name:<52} median {median:>10.2}   runs [{}]",
+        all.join(", ")
+    );
+    median
 }
 
 /// Runs `scenario` `runs` times on fresh directories; prints every figure and returns the median.
@@ -195,14 +214,7 @@ fn median_of(
         let dir = tempfile::tempdir_in(base)?;
         rates.push(scenario(dir.path())?);
     }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
-    let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-    println!(
-        "{name:<52} median {median:>10.0} /s   runs [{}]",
-        all.join(", ")
-    );
-    Ok(median)
+    Ok(median(name, &mut rates))
 }
 
 fn main() -> Result<(), BoxError> {
@@ -249,17 +261,22 @@ fn main() -> Result<(), BoxError> {
         );
     }
     if which == "all" || which == "gets" {
-        let raw_get = median_of(
-            "raw redb get, 1 read txn/get, 1 reader",
-            runs,
-            &base,
-            raw_gets,
-        )?;
-        let engine_get = median_of("RedbEngine get, 1 reader", runs, &base, engine_gets)?;
+        let mut pairs = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let dir = tempfile::tempdir_in(&base)?;
+            pairs.push(gets(dir.path())?);
+        }
+        let mut raw: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        let mut adapter: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        let mut ratios: Vec<f64> = pairs.iter().map(|p| p.1 / p.0).collect();
+        let raw_get = median("raw redb get, 1 read txn/get, 1 reader", &mut raw);
+        let engine_get = median("RedbEngine get, 1 reader", &mut adapter);
+        median("ratio get / raw get (per run, interleaved)", &mut ratios);
         println!(
-            "ratio get / raw get:                         {:.2}",
+            "ratio of medians get / raw get:              {:.2}",
             engine_get / raw_get
         );
+        println!("median of per-run ratios get / raw get:      {ratio:.2}");
     }
     Ok(())
 }

@@ -35,11 +35,14 @@ pub(crate) fn bucket_start(p: u32, bucket: &[u8]) -> Vec<u8> {
 }
 
 fn push_bucket(out: &mut Vec<u8>, bucket: &[u8]) {
-    for &byte in bucket {
-        out.push(byte);
-        if byte == 0 {
-            out.push(ESCAPED_ZERO);
-        }
+    // Copy the runs between zero bytes whole (bucket names rarely hold any zero).
+    let mut runs = bucket.split(|&byte| byte == 0);
+    if let Some(first) = runs.next() {
+        out.extend_from_slice(first);
+    }
+    for run in runs {
+        out.extend_from_slice(&[0, ESCAPED_ZERO]);
+        out.extend_from_slice(run);
     }
     out.extend_from_slice(&[0, TERMINATOR]);
 }
