@@ -276,7 +276,6 @@ fn main() -> Result<(), BoxError> {
             "ratio of medians get / raw get:              {:.2}",
             engine_get / raw_get
         );
-        println!("median of per-run ratios get / raw get:      {ratio:.2}");
     }
     Ok(())
 }
