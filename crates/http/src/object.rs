@@ -273,7 +273,7 @@ fn check_content_length(headers: &HeaderMap, limit: usize) -> Result<()> {
 
 fn too_large(len: impl std::fmt::Display, limit: usize) -> Error {
     Error::TooLarge(format!(
-        "value of {len} bytes is over the limit of {limit} bytes"
+        "request body of {len} bytes is over the limit of {limit} bytes"
     ))
 }
 

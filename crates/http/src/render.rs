@@ -284,12 +284,7 @@ fn multipart(siblings: &[&Sibling<Content>]) -> Result<(String, Vec<u8>)> {
     for s in siblings {
         body.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
         for (name, value) in part_headers(s) {
-            let name = if name == header::ETAG {
-                "Etag"
-            } else {
-                canonical(&name)
-            };
-            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(canonical(&name).as_bytes());
             body.extend_from_slice(b": ");
             body.extend_from_slice(value.as_bytes());
             body.extend_from_slice(b"\r\n");
@@ -302,11 +297,15 @@ fn multipart(siblings: &[&Sibling<Content>]) -> Result<(String, Vec<u8>)> {
 }
 
 /// Header names as Riak writes them inside multipart bodies.
-fn canonical(name: &HeaderName) -> &str {
+fn canonical(name: &HeaderName) -> String {
     match name.as_str() {
-        "content-type" => "Content-Type",
-        "last-modified" => "Last-Modified",
-        other => other,
+        "content-type" => "Content-Type".into(),
+        "etag" => "Etag".into(),
+        "last-modified" => "Last-Modified".into(),
+        other => match other.strip_prefix(META_PREFIX) {
+            Some(meta) => format!("X-Riak-Meta-{meta}"),
+            None => other.into(),
+        },
     }
 }
 
@@ -383,7 +382,7 @@ mod tests {
         assert!(text.contains(&format!("Etag: {}\r\n", vtag(&b.dot))));
         assert!(text.contains("Content-Type: application/json\r\n"));
         assert!(text.contains("Last-Modified: Wed, 10 Mar 2010 18:11:41 GMT\r\n"));
-        assert!(text.contains("x-riak-meta-color: blue\r\n"));
+        assert!(text.contains("X-Riak-Meta-color: blue\r\n"));
         assert!(text.contains("\r\n\r\n{\"a\":1}\r\n--"));
     }
 
