@@ -30,6 +30,8 @@ pub use config::{
 };
 pub use error::{Error, Result};
 
+/// What a node answered when it could not do a request (wrapped in [`Error::Request`]).
+pub use dynamo_coordinator::Error as RequestError;
 pub use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, GetRequest, GetResponse, NodeStatus, PutRequest,
     PutResponse, Quorum,
