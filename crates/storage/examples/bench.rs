@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Files go under `$DYNAMO_BENCH_DIR` (default: the system temp dir); point it at the disk you
-//! care about (not a tmpfs). Each figure is the median of RUNS runs (default 3) on fresh files.
+//! care about (not a tmpfs). Each figure is the median of RUNS rounds (default 3) on fresh
+//! files; a round runs every scenario once, and ratios are taken within a round.
 //!
 //! Baselines (raw redb, no group commit, no versioning, no record encoding):
 //! - one row per transaction with `Durability::Immediate` (one fsync per row), one writer;
@@ -185,97 +186,97 @@ fn gets(dir: &Path) -> Result<(f64, f64), BoxError> {
 fn median(name: &str, values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let median = values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
-    let all: Vec<String> = values
-        .iter()
-        .map(|r| {
-            if *r < 10.0 {
-                format!("{r:.2}")
-            } else {
-                format!("{r:.0}")
-            }
-        })
-        .collect();
+    let show = |r: f64| {
+        if r < 10.0 {
+            format!("{r:.2}")
+        } else {
+            format!("{r:.0}")
+        }
+    };
+    let all: Vec<String> = values.iter().map(|r| show(*r)).collect();
     println!(
-        "{name:<52} median {median:>10.2}   runs [{}]",
+        "{name:<48} median {:>9}   runs [{}]",
+        show(median),
         all.join(", ")
     );
     median
 }
 
-/// Runs `scenario` `runs` times on fresh directories; prints every figure and returns the median.
-fn median_of(
-    name: &str,
-    runs: usize,
-    base: &Path,
-    scenario: impl Fn(&Path) -> Result<f64, BoxError>,
-) -> Result<f64, BoxError> {
-    let mut rates = Vec::with_capacity(runs);
+/// Runs every put scenario once per round, so a disk slowed down by other processes hits the
+/// baseline and the adapter of the same round alike, then prints medians and per-round ratios.
+fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
+    // Per round: raw serial, raw 64 rows/txn, adapter 1 writer, adapter 64 writers.
+    let mut rounds: Vec<[f64; 4]> = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let dir = tempfile::tempdir_in(base)?;
-        rates.push(scenario(dir.path())?);
+        let round = [
+            raw_puts(tempfile::tempdir_in(base)?.path(), SERIAL_ROWS, 1)?,
+            raw_puts(
+                tempfile::tempdir_in(base)?.path(),
+                WRITERS * ROWS_PER_WRITER,
+                WRITERS,
+            )?,
+            engine_puts(tempfile::tempdir_in(base)?.path(), 1, SERIAL_ROWS)?,
+            engine_puts(tempfile::tempdir_in(base)?.path(), WRITERS, ROWS_PER_WRITER)?,
+        ];
+        rounds.push(round);
     }
-    Ok(median(name, &mut rates))
+    let column = |i: usize| rounds.iter().map(|r| r[i]).collect::<Vec<f64>>();
+    let ratio = |a: usize, b: usize| rounds.iter().map(|r| r[a] / r[b]).collect::<Vec<f64>>();
+    median(
+        "raw redb put, 1 row/txn, fsync, 1 writer (/s)",
+        &mut column(0),
+    );
+    median("raw redb put, 64 rows/txn, fsync (/s)", &mut column(1));
+    median("RedbEngine put_local, Sync, 1 writer (/s)", &mut column(2));
+    median(
+        "RedbEngine put_local, Sync, 64 writers (/s)",
+        &mut column(3),
+    );
+    median("ratio 1-writer Sync put / raw 1 row/txn", &mut ratio(2, 0));
+    median(
+        "ratio 64-writer Sync put / raw 64 rows/txn",
+        &mut ratio(3, 1),
+    );
+    Ok(())
+}
+
+/// Runs the get comparison once per round and prints medians and per-round ratios.
+fn get_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
+    let mut pairs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        pairs.push(gets(tempfile::tempdir_in(base)?.path())?);
+    }
+    median(
+        "raw redb get, 1 read txn/get, 1 reader (/s)",
+        &mut pairs.iter().map(|p| p.0).collect::<Vec<_>>(),
+    );
+    median(
+        "RedbEngine get, 1 reader (/s)",
+        &mut pairs.iter().map(|p| p.1).collect::<Vec<_>>(),
+    );
+    median(
+        "ratio get / raw get",
+        &mut pairs.iter().map(|p| p.1 / p.0).collect::<Vec<_>>(),
+    );
+    Ok(())
 }
 
 fn main() -> Result<(), BoxError> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let which = std::env::args().nth(2).unwrap_or_else(|| "all".to_owned());
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
+    let which = args.next().unwrap_or_else(|| "all".to_owned());
     let base = std::env::var_os("DYNAMO_BENCH_DIR")
         .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     std::fs::create_dir_all(&base)?;
     println!(
-        "dynamo-storage bench: {runs} runs each, files under {}",
+        "dynamo-storage bench: {runs} rounds, files under {}",
         base.display()
     );
-
     if which == "all" || which == "puts" {
-        let raw_serial = median_of(
-            "raw redb put, 1 row/txn, fsync, 1 writer",
-            runs,
-            &base,
-            |d| raw_puts(d, SERIAL_ROWS, 1),
-        )?;
-        let raw_batched = median_of(
-            "raw redb put, 64 rows/txn, fsync, 1 writer",
-            runs,
-            &base,
-            |d| raw_puts(d, WRITERS * ROWS_PER_WRITER, WRITERS),
-        )?;
-        let engine_serial = median_of("RedbEngine put_local, Sync, 1 writer", runs, &base, |d| {
-            engine_puts(d, 1, SERIAL_ROWS)
-        })?;
-        let engine_group = median_of("RedbEngine put_local, Sync, 64 writers", runs, &base, |d| {
-            engine_puts(d, WRITERS, ROWS_PER_WRITER)
-        })?;
-        println!(
-            "ratio 1-writer Sync put / raw 1 row/txn:     {:.2}",
-            engine_serial / raw_serial
-        );
-        println!(
-            "ratio 64-writer Sync put / raw 64 rows/txn:  {:.2}",
-            engine_group / raw_batched
-        );
+        put_rounds(runs, &base)?;
     }
     if which == "all" || which == "gets" {
-        let mut pairs = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let dir = tempfile::tempdir_in(&base)?;
-            pairs.push(gets(dir.path())?);
-        }
-        let mut raw: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        let mut adapter: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-        let mut ratios: Vec<f64> = pairs.iter().map(|p| p.1 / p.0).collect();
-        let raw_get = median("raw redb get, 1 read txn/get, 1 reader", &mut raw);
-        let engine_get = median("RedbEngine get, 1 reader", &mut adapter);
-        median("ratio get / raw get (per run, interleaved)", &mut ratios);
-        println!(
-            "ratio of medians get / raw get:              {:.2}",
-            engine_get / raw_get
-        );
+        get_rounds(runs, &base)?;
     }
     Ok(())
 }
