@@ -309,11 +309,7 @@ async fn a_peer_with_the_wrong_cluster_secret_is_refused_and_nothing_it_sends_is
         Content::new("evil"),
         1,
     );
-    let put = ReplicaPut {
-        key: key.clone(),
-        object,
-        last_write_wins: false,
-    };
+    let put = ReplicaPut::new(key.clone(), object, false);
     let result =
         dynamo_coordinator::Replicas::put(&intruder, &target, put, Duration::from_secs(2)).await;
     assert!(result.is_err(), "the intruder was served: {result:?}");

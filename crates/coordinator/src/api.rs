@@ -184,6 +184,29 @@ pub struct ReplicaPut {
     pub object: VersionedObject,
     /// Resolve siblings by timestamp after merging (LWW buckets).
     pub last_write_wins: bool,
+    /// Set when the receiver is a fallback standing in for this primary (sloppy quorum, paper
+    /// 4.6): it keeps the object and a hint, and hands the object back when the primary returns.
+    pub hint: Option<dynamo_ring::NodeId>,
+    /// Ask the receiver to make the write durable (fsync) before answering, whatever its
+    /// default durability (hinted handoff needs this before it may drop a hint).
+    pub durable: bool,
+}
+
+impl ReplicaPut {
+    /// A plain replica write of `object` under `key`.
+    pub fn new(
+        key: dynamo_storage::ObjectKey,
+        object: VersionedObject,
+        last_write_wins: bool,
+    ) -> ReplicaPut {
+        ReplicaPut {
+            key,
+            object,
+            last_write_wins,
+            hint: None,
+            durable: false,
+        }
+    }
 }
 
 /// One node's view of the cluster, for `status` commands.

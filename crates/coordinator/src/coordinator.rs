@@ -16,9 +16,11 @@ use crate::api::{NodeStatus, ReplicaPut, timeout_of};
 use crate::buckets::Buckets;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::metrics::{Metrics, OpLabels, OpOnly};
 use crate::props::BucketProps;
 use crate::replicas::Replicas;
+use crate::targets::{Target, sloppy_targets};
 
 /// How long a request may take when the client does not say. Long enough for a quorum on a loaded
 /// cluster, short enough that a client notices a stuck request.
@@ -31,6 +33,20 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// (paper 4.5: "the coordinator waits for a brief period"). A few loopback round trips.
 pub const READ_REPAIR_LINGER: Duration = Duration::from_millis(200);
 
+/// How often a peer marked down is probed. Short enough that a returning node is used again within
+/// a second, long enough that probing a dead node costs nothing noticeable.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the hint store is scanned for deliverable hints.
+pub const HANDOFF_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Hints handed off per scan at most: bounds the burst a returning node receives (at the default
+/// interval, about 512 objects a second).
+pub const HANDOFF_BATCH: usize = 256;
+
+/// Healthy fallbacks a request may still use, shared by its replica writes.
+pub(crate) type Spares = Arc<parking_lot::Mutex<std::collections::VecDeque<NodeId>>>;
+
 /// Tunables of a coordinator.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -42,6 +58,16 @@ pub struct Options {
     pub read_repair_linger: Duration,
     /// Vector clock pruning on write (paper 4.4).
     pub prune: PrunePolicy,
+    /// Run storage calls on the calling task instead of a blocking thread. Only for
+    /// deterministic simulations with an in-memory engine, where a blocking thread would let
+    /// real time leak into the schedule.
+    pub inline_storage: bool,
+    /// How often unreachable peers are probed.
+    pub probe_interval: Duration,
+    /// How often the hint store is scanned for hints to hand off.
+    pub handoff_interval: Duration,
+    /// Hints delivered per scan at most (rate limit for handoff, paper 4.6 and 6.5).
+    pub handoff_batch: usize,
 }
 
 impl Default for Options {
@@ -51,6 +77,10 @@ impl Default for Options {
             max_timeout: MAX_REQUEST_TIMEOUT,
             read_repair_linger: READ_REPAIR_LINGER,
             prune: PrunePolicy::default(),
+            inline_storage: false,
+            probe_interval: PROBE_INTERVAL,
+            handoff_interval: HANDOFF_INTERVAL,
+            handoff_batch: HANDOFF_BATCH,
         }
     }
 }
@@ -80,6 +110,7 @@ pub(crate) struct Inner<R> {
     pub(crate) metrics: Metrics,
     pub(crate) tasks: TaskTracker,
     pub(crate) started: Instant,
+    pub(crate) health: Health,
 }
 
 /// Everything a coordinator is built from.
@@ -102,13 +133,6 @@ pub struct Parts<R> {
     pub options: Options,
 }
 
-/// A replica in a request's fan-out.
-#[derive(Clone, Debug)]
-pub(crate) struct Target {
-    pub(crate) node: NodeId,
-    pub(crate) primary: bool,
-}
-
 impl<R: Replicas> Coordinator<R> {
     /// Builds a coordinator. It spawns nothing until requests arrive.
     pub fn new(parts: Parts<R>) -> Coordinator<R> {
@@ -125,6 +149,7 @@ impl<R: Replicas> Coordinator<R> {
                 metrics: Metrics::default(),
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
+                health: Health::default(),
             }),
         }
     }
@@ -226,15 +251,34 @@ impl<R: Replicas> Coordinator<R> {
         self.ring().preference_list(bucket, key, usize::from(n))
     }
 
-    /// The replicas a request fans out to: the key's top N.
+    /// The replicas a request fans out to: the first N healthy nodes (sloppy quorum).
     pub(crate) fn targets(&self, pl: &PreferenceList) -> Vec<Target> {
-        pl.primaries()
-            .iter()
-            .map(|n| Target {
-                node: n.clone(),
-                primary: true,
-            })
-            .collect()
+        sloppy_targets(pl, &self.inner.me, |n| self.inner.health.is_up(n))
+    }
+
+    /// This node's failure detector.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    /// Records the outcome of a call to `node` in the failure detector.
+    pub(crate) fn observe_peer<T>(&self, node: &NodeId, result: &Result<T>) {
+        if node == &self.inner.me {
+            return;
+        }
+        match result {
+            Err(e) if Health::is_failure(e) => {
+                if self.inner.health.mark_down(node) {
+                    self.inner.metrics.nodes_marked_down.inc();
+                    tracing::info!(%node, error = %e, "peer marked down");
+                }
+            }
+            _ => {
+                if self.inner.health.mark_up(node) {
+                    tracing::info!(%node, "peer is up again");
+                }
+            }
+        }
     }
 
     /// Whether local writes are fsynced before they are acknowledged (they count towards DW).
@@ -246,10 +290,13 @@ impl<R: Replicas> Coordinator<R> {
     pub(crate) async fn update(
         &self,
         key: ObjectKey,
+        durability: dynamo_storage::Durability,
         f: dynamo_storage::UpdateFn,
     ) -> Result<VersionedObject> {
         let started = Instant::now();
-        let result = self.blocking(move |engine| engine.update(&key, f)).await;
+        let result = self
+            .blocking(move |engine| engine.update_with(&key, durability, f))
+            .await;
         self.inner
             .metrics
             .storage_commit_latency
@@ -264,21 +311,40 @@ impl<R: Replicas> Coordinator<R> {
         F: FnOnce(&dyn Engine) -> dynamo_storage::Result<T> + Send + 'static,
     {
         let engine = Arc::clone(&self.inner.engine);
+        if self.inner.options.inline_storage {
+            return f(engine.as_ref()).map_err(Error::from);
+        }
         tokio::task::spawn_blocking(move || f(engine.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
             .map_err(Error::from)
     }
 
-    /// Merges `put.object` into local storage (the replica side of a write).
+    /// Merges `put.object` into local storage (the replica side of a write). A fallback first
+    /// records the hint, so a crash between the two steps still hands the object off.
     pub(crate) async fn store_locally(&self, put: ReplicaPut) -> Result<VersionedObject> {
         let ReplicaPut {
             key,
             object,
             last_write_wins,
+            hint,
+            durable,
         } = put;
+        if let Some(owner) = hint {
+            let (k, o) = (key.clone(), object.clone());
+            let now = self.inner.clock.now_ms();
+            self.blocking(move |engine| engine.put_hint(&owner, &k, &o, now))
+                .await?;
+            self.inner.metrics.hints_stored.inc();
+        }
+        let durability = if durable {
+            dynamo_storage::Durability::Sync
+        } else {
+            self.inner.engine.durability()
+        };
         self.update(
             key,
+            durability,
             Box::new(move |stored: Option<VersionedObject>| {
                 let mut merged = stored.unwrap_or_default();
                 merged.merge(&object);
@@ -315,25 +381,49 @@ impl<R: Replicas> Coordinator<R> {
             } else {
                 this.inner.replicas.get(&target.node, &key, timeout).await
             };
+            this.observe_peer(&target.node, &result);
             let _ = tx.send((target, result));
         });
     }
 
     /// Writes one replica, locally or over the network, and sends the outcome to `tx`. The write
     /// runs to completion even if nobody listens any more (the client was already answered).
+    /// If the replica cannot be reached and `spares` has another healthy node, the write goes
+    /// there instead with a hint naming the replica it replaces (sloppy quorum, paper 4.6), so a
+    /// write still reaches N nodes when one of them fails mid-request.
     pub(crate) fn spawn_replica_put(
         &self,
         target: Target,
         put: ReplicaPut,
         timeout: Duration,
         tx: Option<mpsc::UnboundedSender<(Target, Result<bool>)>>,
+        spares: Option<Spares>,
     ) {
         let this = self.clone();
         self.spawn(async move {
-            let result = if target.node == this.inner.me {
-                this.store_locally(put).await.map(|_| this.durable_writes())
-            } else {
-                this.inner.replicas.put(&target.node, put, timeout).await
+            let (mut target, mut put) = (target, put);
+            let result = loop {
+                let result = if target.node == this.inner.me {
+                    this.store_locally(put.clone()).await.map(|_| this.durable_writes())
+                } else {
+                    this.inner.replicas.put(&target.node, put.clone(), timeout).await
+                };
+                this.observe_peer(&target.node, &result);
+                let failed = matches!(&result, Err(e) if Health::is_failure(e));
+                let spare = if failed { spares.as_ref().and_then(|s| s.lock().pop_front()) } else { None };
+                match spare {
+                    Some(node) => {
+                        let owner = target.hint.clone().unwrap_or_else(|| target.node.clone());
+                        tracing::debug!(failed = %target.node, fallback = %node, "replica unreachable; writing to a fallback");
+                        put.hint = Some(owner.clone());
+                        target = Target {
+                            node,
+                            primary: false,
+                            hint: Some(owner),
+                        };
+                    }
+                    None => break result,
+                }
             };
             if let Err(e) = &result {
                 this.inner.metrics.background_write_failures.inc();
@@ -343,6 +433,18 @@ impl<R: Replicas> Coordinator<R> {
                 let _ = tx.send((target, result));
             }
         });
+    }
+
+    /// The healthy fallbacks of `pl` not already among `targets`, for replica writes that fail.
+    pub(crate) fn spares(&self, pl: &PreferenceList, targets: &[Target]) -> Spares {
+        let spare: std::collections::VecDeque<NodeId> = pl
+            .fallbacks()
+            .iter()
+            .filter(|n| **n != self.inner.me && self.inner.health.is_up(n))
+            .filter(|n| !targets.iter().any(|t| &t.node == *n))
+            .cloned()
+            .collect();
+        Arc::new(parking_lot::Mutex::new(spare))
     }
 
     /// Records a finished request in the metrics.

@@ -23,12 +23,15 @@ mod buckets;
 mod clock;
 mod coordinator;
 mod error;
+mod handoff;
+mod health;
 mod metrics;
 mod props;
 pub mod quorum;
 mod read;
 mod replica;
 mod replicas;
+mod targets;
 mod write;
 
 pub use api::{
@@ -38,9 +41,12 @@ pub use api::{
 pub use buckets::Buckets;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use coordinator::{
-    Coordinator, DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT, Options, Parts, READ_REPAIR_LINGER,
+    Coordinator, DEFAULT_REQUEST_TIMEOUT, HANDOFF_BATCH, HANDOFF_INTERVAL, MAX_REQUEST_TIMEOUT,
+    Options, PROBE_INTERVAL, Parts, READ_REPAIR_LINGER,
 };
 pub use error::{Error, Result};
+pub use health::Health;
 pub use metrics::Metrics;
 pub use props::{BucketProps, DEFAULT_N_VAL, MAX_N_VAL, Quorum};
 pub use replicas::Replicas;
+pub use targets::{Target, sloppy_targets};

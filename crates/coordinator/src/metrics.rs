@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -50,6 +51,14 @@ pub struct Metrics {
     pub background_write_failures: Counter,
     /// Vector clock entries removed by pruning (paper 4.4).
     pub clock_entries_pruned: Counter,
+    /// Hints this node stored as a fallback (sloppy quorum, paper 4.6).
+    pub hints_stored: Counter,
+    /// Hints handed off to their owner and removed.
+    pub hints_delivered: Counter,
+    /// Hints waiting for their owner (updated by the handoff worker).
+    pub hints_pending: Gauge,
+    /// Times a peer was marked down by this node's failure detector.
+    pub nodes_marked_down: Counter,
     /// Time for a local storage write to commit (including any group-commit fsync), in seconds.
     pub storage_commit_latency: Histogram,
 }
@@ -66,6 +75,10 @@ impl Default for Metrics {
             background_write_failures: Counter::default(),
             clock_entries_pruned: Counter::default(),
             storage_commit_latency: latency_histogram(),
+            hints_stored: Counter::default(),
+            hints_delivered: Counter::default(),
+            hints_pending: Gauge::default(),
+            nodes_marked_down: Counter::default(),
         }
     }
 }

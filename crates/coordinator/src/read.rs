@@ -8,10 +8,11 @@ use dynamo_storage::{ObjectKey, VersionedObject};
 use tokio::sync::mpsc;
 
 use crate::api::{GetRequest, GetResponse, ReplicaPut};
-use crate::coordinator::{Coordinator, Target, reconcile};
+use crate::coordinator::{Coordinator, reconcile};
 use crate::error::{Error, Result};
 use crate::quorum::{ReadReply, ReadTally, Verdict};
 use crate::replicas::Replicas;
+use crate::targets::Target;
 
 type Replies = mpsc::UnboundedReceiver<(Target, Result<Option<VersionedObject>>)>;
 
@@ -114,16 +115,13 @@ impl<R: Replicas> Coordinator<R> {
                 }
                 this.inner.metrics.read_repairs.inc();
                 tracing::debug!(%node, key = ?key, "read repair");
-                let put = ReplicaPut {
-                    key: key.clone(),
-                    object: merged.clone(),
-                    last_write_wins: lww,
-                };
+                let put = ReplicaPut::new(key.clone(), merged.clone(), lww);
                 let target = Target {
                     node,
                     primary: true,
+                    hint: None,
                 };
-                this.spawn_replica_put(target, put, this.inner.options.default_timeout, None);
+                this.spawn_replica_put(target, put, this.inner.options.default_timeout, None, None);
             }
         });
     }

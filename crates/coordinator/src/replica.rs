@@ -20,11 +20,13 @@ impl<R: Replicas> Coordinator<R> {
     }
 
     /// Merges a remote coordinator's version into local storage. Returns whether the write was
-    /// durable before this answer.
+    /// durable before this answer: always when the sender asked for it (the engine was told to
+    /// commit with `Durability::Sync`), otherwise when this node's storage is `sync`.
     pub async fn replica_put(&self, put: ReplicaPut) -> Result<bool> {
         self.check_key(&put.key.bucket, &put.key.key)?;
+        let asked = put.durable;
         self.store_locally(put).await?;
-        Ok(self.durable_writes())
+        Ok(asked || self.durable_writes())
     }
 
     /// The live keys of `bucket` stored on this node, in order.

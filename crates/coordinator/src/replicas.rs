@@ -16,6 +16,9 @@ use crate::props::BucketProps;
 /// cancellation safe from the caller's side: dropping the future abandons the reply, not the
 /// remote effect (a replica write that was sent may still be applied).
 pub trait Replicas: Send + Sync + 'static {
+    /// Checks that `to` answers (the failure detector's probe).
+    fn ping(&self, to: &NodeId, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+
     /// Reads the replica's version of `key` (`None` when it has never stored the key).
     fn get(
         &self,

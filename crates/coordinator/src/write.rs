@@ -2,16 +2,19 @@
 
 use std::time::{Duration, Instant};
 
-use dynamo_ring::PreferenceList;
+use std::sync::Arc;
+
+use dynamo_ring::{NodeId, PreferenceList};
 use dynamo_storage::{Content, ObjectKey, VersionedObject};
 use dynamo_versioning::Context;
 use tokio::sync::mpsc;
 
 use crate::api::{DeleteRequest, DeleteResponse, GetRequest, PutRequest, PutResponse, ReplicaPut};
-use crate::coordinator::{Coordinator, Target};
+use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::quorum::{Verdict, WriteReply, WriteTally};
 use crate::replicas::Replicas;
+use crate::targets::Target;
 
 /// Resolved write quorums.
 #[derive(Clone, Copy, Debug)]
@@ -143,7 +146,7 @@ impl<R: Replicas> Coordinator<R> {
     /// error. One hop only: the request is marked forwarded, so the receiver never forwards again.
     async fn try_primaries<T, F, Fut>(&self, pl: &PreferenceList, mut call: F) -> Result<T>
     where
-        F: FnMut(dynamo_ring::NodeId) -> Fut,
+        F: FnMut(NodeId) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut last = Error::Unavailable {
@@ -152,8 +155,18 @@ impl<R: Replicas> Coordinator<R> {
             got: 0,
             detail: "no primary replica to forward to".into(),
         };
-        for to in pl.primaries() {
-            match call(to.clone()).await {
+        // Primaries believed up first, in preference order; then the others, in case this node's
+        // view is stale.
+        let (up, down): (Vec<&NodeId>, Vec<&NodeId>) =
+            pl.primaries().iter().partition(|n| self.health().is_up(n));
+        for to in up.into_iter().chain(down) {
+            let result = call(to.clone()).await;
+            if let Err(e) = &result
+                && crate::health::Health::is_failure(e)
+            {
+                self.observe_peer(to, &result);
+            }
+            match result {
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(node = %to, error = %e, "forwarding failed; trying the next primary");
                     last = e;
@@ -178,8 +191,10 @@ impl<R: Replicas> Coordinator<R> {
         let now = self.inner.clock.now_ms();
         let policy = self.inner.options.prune;
         let metrics = self.inner.metrics.clone();
+        let durability = self.inner.engine.durability();
         self.update(
             key,
+            durability,
             Box::new(move |stored: Option<VersionedObject>| {
                 let mut object = stored.unwrap_or_default();
                 object.put(actor, &context, content, now);
@@ -206,7 +221,8 @@ impl<R: Replicas> Coordinator<R> {
         timeout: Duration,
     ) -> Result<()> {
         let targets = self.targets(pl);
-        let me_primary = targets.iter().any(|t| t.node == self.inner.me);
+        let spares = self.spares(pl, &targets);
+        let me_primary = pl.primaries().contains(&self.inner.me);
         let remote: Vec<Target> = targets
             .into_iter()
             .filter(|t| t.node != self.inner.me)
@@ -224,11 +240,16 @@ impl<R: Replicas> Coordinator<R> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         for target in remote {
             let put = ReplicaPut {
-                key: key.clone(),
-                object: object.clone(),
-                last_write_wins: lww,
+                hint: target.hint.clone(),
+                ..ReplicaPut::new(key.clone(), object.clone(), lww)
             };
-            self.spawn_replica_put(target, put, timeout, Some(tx.clone()));
+            self.spawn_replica_put(
+                target,
+                put,
+                timeout,
+                Some(tx.clone()),
+                Some(Arc::clone(&spares)),
+            );
         }
         drop(tx);
         let deadline = tokio::time::Instant::now() + timeout;

@@ -42,6 +42,10 @@ impl Net {
 }
 
 impl Replicas for Net {
+    async fn ping(&self, to: &NodeId, _: Duration) -> Result<()> {
+        self.node(to).map(|_| ())
+    }
+
     async fn get(
         &self,
         to: &NodeId,
@@ -491,4 +495,110 @@ async fn an_oversize_value_is_refused_before_anything_is_stored() {
     for i in 0..3 {
         assert!(c.stored(i, "b", "big").is_none());
     }
+}
+
+/// The key's preference list as indexes: (primaries, fallbacks).
+fn placement(c: &Cluster, key: &str) -> (Vec<usize>, Vec<usize>) {
+    let pl = c.node(0).ring().preference_list(b"b", key.as_bytes(), 3);
+    (
+        pl.primaries().iter().map(|n| c.index_of(n)).collect(),
+        pl.fallbacks().iter().map(|n| c.index_of(n)).collect(),
+    )
+}
+
+#[tokio::test]
+async fn with_a_primary_down_the_write_goes_to_a_fallback_with_a_hint_and_is_handed_off() {
+    let c = Cluster::new(5);
+    let (primaries, fallbacks) = placement(&c, "sloppy");
+    let (coordinator, down, fallback) = (primaries[0], primaries[2], fallbacks[0]);
+    c.net.down.write().insert(c.ids[down].clone());
+
+    // W = all still succeeds: the fallback's acknowledgement counts (sloppy quorum).
+    let all = PutRequest {
+        w: Quorum::All,
+        ..put("b", "sloppy", "v", Context::empty())
+    };
+    c.node(coordinator).put(all).await.unwrap();
+    assert!(c.stored(down, "b", "sloppy").is_none());
+    assert_eq!(c.engines[fallback].hint_count().unwrap(), 1);
+    let hint = &c.engines[fallback].hints(None, None, 10).unwrap()[0];
+    assert_eq!(hint.owner, c.ids[down]);
+    assert!(c.node(coordinator).metrics().nodes_marked_down.get() >= 1);
+
+    // While the owner is down, the hint stays.
+    c.node(fallback).health().mark_down(&c.ids[down]);
+    assert_eq!(c.node(fallback).hand_off_hints().await.unwrap(), 0);
+    assert_eq!(c.engines[fallback].hint_count().unwrap(), 1);
+
+    // The owner returns: the probe notices, handoff delivers and drops the hint.
+    c.net.down.write().clear();
+    c.node(fallback).probe_down_peers().await;
+    assert!(c.node(fallback).health().is_up(&c.ids[down]));
+    assert_eq!(c.node(fallback).hand_off_hints().await.unwrap(), 1);
+    assert_eq!(c.engines[fallback].hint_count().unwrap(), 0);
+    let handed = c
+        .stored(down, "b", "sloppy")
+        .expect("the owner has the write");
+    assert_eq!(handed.values().len(), 1);
+    assert_eq!(c.node(fallback).metrics().hints_delivered.get(), 1);
+}
+
+#[tokio::test]
+async fn a_known_down_primary_is_skipped_up_front() {
+    let c = Cluster::new(5);
+    let (primaries, fallbacks) = placement(&c, "known");
+    let (coordinator, down) = (primaries[0], primaries[1]);
+    c.node(coordinator).health().mark_down(&c.ids[down]);
+    c.node(coordinator)
+        .put(put("b", "known", "v", Context::empty()))
+        .await
+        .unwrap();
+    // The fallback got the write directly; the down primary was never asked.
+    let fallback = fallbacks[0];
+    eventually("the fallback's copy", || {
+        c.stored(fallback, "b", "known").is_some()
+    })
+    .await;
+    assert_eq!(
+        c.engines[fallback].hints(None, None, 10).unwrap()[0].owner,
+        c.ids[down]
+    );
+}
+
+#[tokio::test]
+async fn pw_and_pr_require_primaries() {
+    let c = Cluster::new(5);
+    let (primaries, _) = placement(&c, "prpw");
+    let (coordinator, down) = (primaries[0], primaries[2]);
+    c.net.down.write().insert(c.ids[down].clone());
+    let pw = PutRequest {
+        pw: Quorum::All,
+        ..put("b", "prpw", "v", Context::empty())
+    };
+    let err = c.node(coordinator).put(pw).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { ref kind, .. } if kind == "pw"),
+        "{err}"
+    );
+    // PW=2 is met by the two live primaries.
+    let pw2 = PutRequest {
+        pw: Quorum::Count(2),
+        ..put("b", "prpw", "v2", Context::empty())
+    };
+    c.node(coordinator).put(pw2).await.unwrap();
+
+    let pr = GetRequest {
+        pr: Quorum::All,
+        ..GetRequest::new("b", "prpw")
+    };
+    let err = c.node(coordinator).get(pr).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { ref kind, .. } if kind == "pr" || kind == "r"),
+        "{err}"
+    );
+    let pr2 = GetRequest {
+        pr: Quorum::Count(2),
+        ..GetRequest::new("b", "prpw")
+    };
+    assert!(!c.node(coordinator).get(pr2).await.unwrap().is_not_found());
 }

@@ -119,6 +119,7 @@ impl RunningNode {
             options: Options::default(),
         });
 
+        let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         coordinator.metrics().register(&mut registry);
         let registry = Arc::new(registry);
@@ -130,9 +131,9 @@ impl RunningNode {
             out
         });
 
+        coordinator.spawn_workers(shutdown.clone());
         let rpc_addr = listeners.rpc.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let server = NodeServer::new(coordinator.clone(), pool);
         tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));

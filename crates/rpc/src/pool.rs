@@ -241,6 +241,10 @@ impl<C: Connector> AddressBook for PeerPool<C> {
 }
 
 impl<C: Connector> Replicas for PeerPool<C> {
+    async fn ping(&self, to: &NodeId, timeout: Duration) -> Result<()> {
+        PeerPool::ping(self, to, timeout).await.map(|_| ())
+    }
+
     async fn get(
         &self,
         to: &NodeId,

@@ -29,6 +29,9 @@ fn unreachable() -> Error {
 }
 
 impl Replicas for NoPeers {
+    async fn ping(&self, _: &NodeId, _: Duration) -> Result<()> {
+        Err(unreachable())
+    }
     async fn get(&self, _: &NodeId, _: &ObjectKey, _: Duration) -> Result<Option<VersionedObject>> {
         Err(unreachable())
     }

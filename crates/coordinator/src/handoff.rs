@@ -1,0 +1,120 @@
+//! Background workers of the failure handling (paper 4.6): the probe that marks unreachable peers
+//! up again, and hinted handoff, which hands writes a fallback accepted back to the primary they
+//! were meant for.
+//!
+//! Handoff reads hints in id order, merges each hint's object with the fallback's current copy of
+//! the key (it may have taken newer writes since), and sends that to the owner with a durable
+//! write. Only after the owner acknowledged it durably is the hint removed, so a crash of either
+//! side at any point leaves the hint in place and delivery simply runs again (replica writes are
+//! idempotent merges). The fallback keeps its own copy of the object; a later read that includes
+//! it merges it away as causally older.
+
+use std::collections::BTreeSet;
+
+use dynamo_ring::NodeId;
+use dynamo_storage::{Hint, VersionedObject};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ReplicaPut;
+use crate::coordinator::Coordinator;
+use crate::error::Result;
+use crate::replicas::Replicas;
+
+impl<R: Replicas> Coordinator<R> {
+    /// Starts the probe and handoff workers; they stop when `shutdown` is cancelled.
+    pub fn spawn_workers(&self, shutdown: CancellationToken) {
+        let probe = self.clone();
+        let stop = shutdown.clone();
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(probe.inner.options.probe_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => probe.probe_down_peers().await,
+                }
+            }
+        });
+        let handoff = self.clone();
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(handoff.inner.options.handoff_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = handoff.hand_off_hints().await {
+                            tracing::warn!(error = %e, "hinted handoff pass failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Pings every peer marked down; those that answer are marked up.
+    pub async fn probe_down_peers(&self) {
+        let timeout = self.inner.options.probe_interval;
+        for node in self.inner.health.down() {
+            let result = self.inner.replicas.ping(&node, timeout).await;
+            self.observe_peer(&node, &result);
+        }
+    }
+
+    /// One handoff pass: delivers up to `handoff_batch` hints whose owners are believed up.
+    /// Returns how many were delivered.
+    pub async fn hand_off_hints(&self) -> Result<usize> {
+        let batch = self.inner.options.handoff_batch;
+        let hints = self
+            .blocking(move |engine| engine.hints(None, None, batch))
+            .await?;
+        let mut delivered = 0;
+        let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
+        for hint in hints {
+            if unreachable.contains(&hint.owner) || !self.inner.health.is_up(&hint.owner) {
+                continue;
+            }
+            match self.deliver(&hint).await {
+                Ok(true) => delivered += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(owner = %hint.owner, error = %e, "hint not delivered");
+                    unreachable.insert(hint.owner.clone());
+                }
+            }
+        }
+        let pending = self.blocking(|engine| engine.hint_count()).await?;
+        self.inner
+            .metrics
+            .hints_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        Ok(delivered)
+    }
+
+    /// Delivers one hint; `Ok(true)` when the owner stored it durably and the hint was removed.
+    async fn deliver(&self, hint: &Hint) -> Result<bool> {
+        let key = hint.key.clone();
+        let current: Option<VersionedObject> =
+            self.blocking(move |engine| engine.get(&key)).await?;
+        let mut object = hint.object.clone();
+        if let Some(current) = current {
+            object.merge(&current);
+        }
+        let lww = self.bucket_props(&hint.key.bucket).last_write_wins;
+        let put = ReplicaPut {
+            durable: true,
+            ..ReplicaPut::new(hint.key.clone(), object, lww)
+        };
+        let timeout = self.inner.options.default_timeout;
+        let result = self.inner.replicas.put(&hint.owner, put, timeout).await;
+        self.observe_peer(&hint.owner, &result);
+        if !result? {
+            tracing::warn!(owner = %hint.owner, "owner did not store the hint durably; keeping it");
+            return Ok(false);
+        }
+        let id = hint.id;
+        self.blocking(move |engine| engine.remove_hint(id)).await?;
+        self.inner.metrics.hints_delivered.inc();
+        Ok(true)
+    }
+}
