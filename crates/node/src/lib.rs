@@ -8,6 +8,7 @@
 //! wire in `dynamo-rpc`, the HTTP API in `dynamo-http`, storage in `dynamo-storage`.
 //! Nothing depends on this crate except the integration tests.
 
+pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod node;
