@@ -64,4 +64,4 @@ pub use options::{
     DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_QUEUE_DEPTH, Durability, Limits,
     MAX_META_NAME_LEN, Options,
 };
-pub use redb_engine::{FORMAT_MAGIC, FORMAT_VERSION, RedbEngine};
+pub use redb_engine::{FORMAT_MAGIC, FORMAT_VERSION, RedbEngine, WriterStats};

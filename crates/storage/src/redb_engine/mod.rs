@@ -16,6 +16,7 @@ use dynamo_ring::{NodeId, PartitionId};
 use redb::{Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _};
 
 use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS};
+pub use self::writer::WriterStats;
 use self::writer::{Writer, WriterConfig};
 use crate::codec;
 use crate::engine::{Engine, UpdateFn, call_update};
@@ -77,6 +78,11 @@ impl RedbEngine {
     /// The data file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the group-commit writer has done since the engine opened.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 
     /// The options the engine was opened with.
@@ -173,8 +179,8 @@ impl Engine for RedbEngine {
         let limits = self.options.limits;
         let key = key.clone();
         let encoded = keys::encode(&key);
-        self.writer.run(durability, move |txn| {
-            let mut table = txn.open_table(OBJECTS)?;
+        self.writer.run(durability, move |batch| {
+            let table = batch.objects()?;
             let stored = table
                 .get(encoded.as_slice())?
                 .map(|value| value.value().to_vec());
@@ -255,8 +261,8 @@ impl Engine for RedbEngine {
         let key = key.clone();
         let encoded = keys::encode(&key);
         let expected = expected.clone();
-        self.writer.run(self.options.durability, move |txn| {
-            let mut table = txn.open_table(OBJECTS)?;
+        self.writer.run(self.options.durability, move |batch| {
+            let table = batch.objects()?;
             let matches = match table.get(encoded.as_slice())? {
                 Some(value) => decode_object(&key, value.value())? == expected,
                 None => false,
@@ -285,7 +291,8 @@ impl Engine for RedbEngine {
         };
         let bytes = codec::encode(&record, || format!("hint for {key}"))?;
         let owner = owner.clone();
-        self.writer.run(self.options.durability, move |txn| {
+        self.writer.run(self.options.durability, move |batch| {
+            let txn = batch.txn()?;
             let mut format = txn.open_table(FORMAT)?;
             let id = match format.get(NEXT_HINT_ROW)? {
                 Some(value) => <[u8; 8]>::try_from(value.value())
@@ -345,7 +352,8 @@ impl Engine for RedbEngine {
     }
 
     fn remove_hint(&self, id: u64) -> Result<()> {
-        self.writer.run(self.options.durability, move |txn| {
+        self.writer.run(self.options.durability, move |batch| {
+            let txn = batch.txn()?;
             let removed = txn
                 .open_table(HINTS)?
                 .remove(id)?
@@ -381,8 +389,10 @@ impl Engine for RedbEngine {
         check_meta_name(name)?;
         let name = name.to_owned();
         let value = value.to_vec();
-        self.writer.run(Durability::Sync, move |txn| {
-            txn.open_table(META)?
+        self.writer.run(Durability::Sync, move |batch| {
+            batch
+                .txn()?
+                .open_table(META)?
                 .insert(name.as_str(), value.as_slice())?;
             Ok(())
         })

@@ -396,3 +396,38 @@ proptest! {
         prop_assert_eq!(snapshot(&model), snapshot(&*fixture));
     }
 }
+
+#[test]
+fn writer_stats_count_writes_commits_and_fsyncs() {
+    let fixture = Fixture::new(Durability::Sync);
+    let before = fixture.writer_stats();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let fixture = &fixture;
+            scope.spawn(move || {
+                for i in 0..5 {
+                    put(&**fixture, &key(t, &i.to_string()), "v");
+                }
+            });
+        }
+    });
+    let after = fixture.writer_stats();
+    assert_eq!(after.writes - before.writes, 40);
+    assert!(after.commits - before.commits <= 40);
+    assert_eq!(
+        after.fsyncs - before.fsyncs,
+        after.commits - before.commits,
+        "Sync fsyncs every commit"
+    );
+    assert_eq!(after.failed_batches, 0);
+
+    let buffered = Fixture::new(Durability::None);
+    put(&*buffered, &key(1, "a"), "v");
+    assert_eq!(
+        buffered.writer_stats().fsyncs,
+        0,
+        "no fsync on the write path"
+    );
+    buffered.flush().unwrap();
+    assert_eq!(buffered.writer_stats().fsyncs, 1, "flush fsyncs once");
+}

@@ -17,34 +17,60 @@
 //! [`Writer::flush`] and when the writer shuts down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use redb::{Database, WriteTransaction};
+use parking_lot::{Condvar, Mutex};
+use redb::{Database, Table, WriteTransaction};
 
+use super::format::OBJECTS;
 use crate::error::{Error, Result};
 use crate::options::Durability;
 
 /// Runs once a job's batch has been committed (`Ok`) or abandoned (`Err`, the batch's error).
 pub(crate) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 
-/// What a job's closure gets: the batch's write transaction and a way to poison the batch.
+/// What a job's closure gets: the batch's write transaction, its objects table (opened once
+/// per batch, not once per write), and a way to poison the batch.
 pub(crate) struct Batch<'t> {
     /// The one write transaction shared by every job of the batch (`None` if it could not start).
     txn: Option<&'t WriteTransaction>,
+    /// The objects table, opened on first use and kept open for the rest of the batch.
+    objects: Option<ObjectsTable<'t>>,
     /// The first backend failure; once set the batch is aborted and nothing in it is committed.
     failed: Option<Error>,
 }
 
+/// The objects table as a batch holds it open.
+pub(crate) type ObjectsTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
+
 impl<'t> Batch<'t> {
-    /// The batch's transaction, or the error that already doomed the batch.
-    pub(crate) fn txn(&self) -> Result<&'t WriteTransaction> {
+    /// `Err` with the batch's failure if an earlier job doomed it.
+    fn check(&self) -> Result<()> {
         match (&self.failed, self.txn) {
             (Some(err), _) => Err(err.clone()),
-            (None, Some(txn)) => Ok(txn),
+            (None, Some(_)) => Ok(()),
             (None, None) => Err(Error::Closed),
         }
+    }
+
+    /// The batch's transaction, for tables other than the objects table (which must be reached
+    /// through [`Batch::objects`]: redb allows one open handle per table).
+    pub(crate) fn txn(&self) -> Result<&'t WriteTransaction> {
+        self.check()?;
+        self.txn.ok_or(Error::Closed)
+    }
+
+    /// The objects table of the batch's transaction.
+    pub(crate) fn objects(&mut self) -> Result<&mut ObjectsTable<'t>> {
+        self.check()?;
+        if self.objects.is_none() {
+            let txn = self.txn.ok_or(Error::Closed)?;
+            self.objects = Some(txn.open_table(OBJECTS)?);
+        }
+        self.objects.as_mut().ok_or(Error::Closed)
     }
 
     /// Marks the batch failed: the transaction may hold a partial write, so it will be aborted.
@@ -69,12 +95,35 @@ pub(crate) struct Job {
     pub(crate) apply: ApplyFn,
 }
 
+/// Counters of the writer's work (see [`WriterStats`]).
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    commits: AtomicU64,
+    fsyncs: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// What the group-commit writer has done since the engine opened: `writes / commits` is the
+/// mean batch size, and `fsyncs` against `writes` shows how well group commit amortises fsync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Writes (updates, removals, hint and metadata writes) applied and committed.
+    pub writes: u64,
+    /// Transactions committed (with or without fsync), empty flush commits included.
+    pub commits: u64,
+    /// Commits that were fsynced.
+    pub fsyncs: u64,
+    /// Batches abandoned because of a backend failure.
+    pub failed_batches: u64,
+}
+
 /// Messages to the writer thread.
 enum Msg {
     /// Apply a write.
     Job(Job),
     /// Make every commit so far durable, then answer.
-    Flush(Sender<Result<()>>),
+    Flush(ReplySender<Result<()>>),
 }
 
 /// Settings of the writer thread.
@@ -92,6 +141,8 @@ pub(crate) struct WriterConfig {
 pub(crate) struct Writer {
     /// Queue to the thread; `None` once closed.
     tx: Option<Sender<Msg>>,
+    /// Counters the thread updates.
+    stats: Arc<Counters>,
     /// The thread, joined on close.
     thread: Option<JoinHandle<()>>,
 }
@@ -100,13 +151,27 @@ impl Writer {
     /// Starts the writer thread for `db`.
     pub(crate) fn start(db: Arc<Database>, config: WriterConfig) -> Result<Writer> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_depth.max(1));
+        let stats = Arc::new(Counters::default());
+        let counters = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("dynamo-storage-writer".into())
-            .spawn(move || WriterLoop::new(db, rx, config).run())?;
+            .spawn(move || WriterLoop::new(db, rx, config, counters).run())?;
         Ok(Writer {
             tx: Some(tx),
+            stats,
             thread: Some(thread),
         })
+    }
+
+    /// What the writer has done so far.
+    pub(crate) fn stats(&self) -> WriterStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        WriterStats {
+            writes: load(&self.stats.writes),
+            commits: load(&self.stats.commits),
+            fsyncs: load(&self.stats.fsyncs),
+            failed_batches: load(&self.stats.failed_batches),
+        }
     }
 
     /// Queues a job, blocking while the queue is full. `Err(Closed)` if the writer is gone.
@@ -127,11 +192,11 @@ impl Writer {
     pub(crate) fn run<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<T> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded::<Result<T>>(1);
+        let (reply_tx, reply_rx) = oneshot::<Result<T>>();
         let apply: ApplyFn = Box::new(move |batch: &mut Batch<'_>| {
-            let outcome = batch.txn().and_then(f);
+            let outcome = batch.check().and_then(|()| f(batch));
             if let Err(err) = &outcome
                 && err.is_retryable()
             {
@@ -142,20 +207,19 @@ impl Writer {
                     (Err(batch_err), _) => Err(batch_err),
                     (Ok(()), outcome) => outcome,
                 };
-                // The caller may have gone away; then nobody needs the answer.
-                let _ = reply_tx.send(answer);
+                reply_tx.send(answer);
             })
         });
         self.submit(Job { durability, apply })?;
-        reply_rx.recv().map_err(|_| Error::Closed)?
+        reply_rx.wait().ok_or(Error::Closed)?
     }
 
     /// Makes every write acknowledged so far durable (one fsync if anything is unflushed).
     pub(crate) fn flush(&self) -> Result<()> {
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, reply_rx) = oneshot();
         tx.send(Msg::Flush(reply_tx)).map_err(|_| Error::Closed)?;
-        reply_rx.recv().map_err(|_| Error::Closed)?
+        reply_rx.wait().ok_or(Error::Closed)?
     }
 
     /// Flushes, stops the thread and waits for it. Idempotent.
@@ -188,6 +252,7 @@ struct WriterLoop {
     db: Arc<Database>,
     rx: Receiver<Msg>,
     config: WriterConfig,
+    stats: Arc<Counters>,
     /// Some commit since the last fsync was not durable.
     unflushed: bool,
     /// When the oldest unflushed buffered commit must be fsynced by.
@@ -195,8 +260,14 @@ struct WriterLoop {
 }
 
 impl WriterLoop {
-    fn new(db: Arc<Database>, rx: Receiver<Msg>, config: WriterConfig) -> Self {
+    fn new(
+        db: Arc<Database>,
+        rx: Receiver<Msg>,
+        config: WriterConfig,
+        stats: Arc<Counters>,
+    ) -> Self {
         WriterLoop {
+            stats,
             db,
             rx,
             config,
@@ -261,7 +332,7 @@ impl WriterLoop {
             self.commit_jobs(jobs, durability)
         };
         for reply in flushes {
-            let _ = reply.send(result.clone());
+            reply.send(result.clone());
         }
     }
 
@@ -278,13 +349,17 @@ impl WriterLoop {
         }
         let mut batch = Batch {
             txn: Some(&txn),
+            objects: None,
             failed: None,
         };
         let completions: Vec<Completion> = jobs
             .into_iter()
             .map(|job| (job.apply)(&mut batch))
             .collect();
-        let result = match batch.failed.take() {
+        let failed = batch.failed.take();
+        // Closes the objects table before the transaction ends.
+        drop(batch);
+        let result = match failed {
             Some(err) => {
                 if let Err(abort_err) = txn.abort() {
                     tracing::error!(error = %abort_err, "aborting a failed group commit failed");
@@ -293,8 +368,17 @@ impl WriterLoop {
             }
             None => txn.commit().map_err(Error::from),
         };
-        if result.is_ok() {
-            self.note_commit(durability);
+        match result {
+            Ok(()) => {
+                let stats = &self.stats;
+                stats
+                    .writes
+                    .fetch_add(completions.len() as u64, Ordering::Relaxed);
+                self.note_commit(durability);
+            }
+            Err(_) => {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for complete in completions {
             complete(result.clone());
@@ -304,6 +388,10 @@ impl WriterLoop {
 
     /// Records what a successful commit of `durability` means for pending flushes.
     fn note_commit(&mut self, durability: Durability) {
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if durability == Durability::Sync {
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         match durability {
             Durability::Sync => {
                 self.unflushed = false;
@@ -336,6 +424,7 @@ fn fail_all(jobs: Vec<Job>, err: Error) -> Result<()> {
     tracing::error!(error = %err, "group commit could not start a write transaction");
     let mut batch = Batch {
         txn: None,
+        objects: None,
         failed: Some(err.clone()),
     };
     let completions: Vec<Completion> = jobs
@@ -346,4 +435,95 @@ fn fail_all(jobs: Vec<Job>, err: Error) -> Result<()> {
         complete(Err(err.clone()));
     }
     Err(err)
+}
+
+/// State of a [`oneshot`] reply slot.
+enum Slot<T> {
+    /// Nothing sent yet.
+    Empty,
+    /// The answer.
+    Full(T),
+    /// The sender was dropped without answering (the writer is gone).
+    Abandoned,
+}
+
+/// Shared part of a [`oneshot`].
+struct Shared<T> {
+    slot: Mutex<Slot<T>>,
+    ready: Condvar,
+}
+
+/// Sends the one answer of a [`oneshot`]; dropping it unsent wakes the receiver with nothing.
+pub(crate) struct ReplySender<T>(Option<Arc<Shared<T>>>);
+
+/// Waits for the one answer of a [`oneshot`].
+pub(crate) struct ReplyReceiver<T>(Arc<Shared<T>>);
+
+/// A single-use reply slot. The waiting caller parks at once instead of spinning as a channel
+/// receiver does: with dozens of callers blocked on group commits and two cores, spinning
+/// waiters would steal the CPU the writer thread needs.
+fn oneshot<T>() -> (ReplySender<T>, ReplyReceiver<T>) {
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(Slot::Empty),
+        ready: Condvar::new(),
+    });
+    (
+        ReplySender(Some(Arc::clone(&shared))),
+        ReplyReceiver(shared),
+    )
+}
+
+impl<T> ReplySender<T> {
+    /// Delivers the answer (dropped if the receiver is gone).
+    pub(crate) fn send(mut self, value: T) {
+        self.fill(Slot::Full(value));
+    }
+
+    fn fill(&mut self, state: Slot<T>) {
+        if let Some(shared) = self.0.take() {
+            *shared.slot.lock() = state;
+            shared.ready.notify_one();
+        }
+    }
+}
+
+impl<T> Drop for ReplySender<T> {
+    fn drop(&mut self) {
+        self.fill(Slot::Abandoned);
+    }
+}
+
+impl<T> ReplyReceiver<T> {
+    /// Blocks until the answer arrives; `None` if the sender was dropped without one.
+    pub(crate) fn wait(self) -> Option<T> {
+        let mut slot = self.0.slot.lock();
+        loop {
+            match std::mem::replace(&mut *slot, Slot::Empty) {
+                Slot::Full(value) => return Some(value),
+                Slot::Abandoned => return None,
+                Slot::Empty => self.0.ready.wait(&mut slot),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_oneshot_delivers_across_threads() {
+        let (tx, rx) = oneshot();
+        let sender = std::thread::spawn(move || tx.send(42));
+        assert_eq!(rx.wait(), Some(42));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_dropped_sender_wakes_the_receiver_with_nothing() {
+        let (tx, rx) = oneshot::<u8>();
+        let dropper = std::thread::spawn(move || drop(tx));
+        assert_eq!(rx.wait(), None);
+        dropper.join().unwrap();
+    }
 }
