@@ -134,6 +134,8 @@ pub struct DeleteRequest {
     pub context: Option<Context>,
     /// Replies to wait for when reading first (R).
     pub r: Quorum,
+    /// Replies needed from primaries when reading first (PR).
+    pub pr: Quorum,
     /// Acknowledgements to wait for (W).
     pub w: Quorum,
     /// Durable acknowledgements (DW).
@@ -158,6 +160,7 @@ impl DeleteRequest {
             key: key.into(),
             context,
             r: Quorum::Default,
+            pr: Quorum::Default,
             w: Quorum::Default,
             dw: Quorum::Default,
             pw: Quorum::Default,

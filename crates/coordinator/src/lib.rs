@@ -46,7 +46,7 @@ pub use coordinator::{
 };
 pub use error::{Error, Result};
 pub use health::Health;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, OPS, OUTCOMES, OpLabels, OpOnly};
 pub use props::{BucketProps, DEFAULT_N_VAL, MAX_N_VAL, Quorum};
 pub use replicas::Replicas;
 pub use targets::{Target, sloppy_targets};

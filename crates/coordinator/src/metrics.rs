@@ -23,6 +23,19 @@ pub struct OpOnly {
     pub op: &'static str,
 }
 
+/// Every operation label value.
+pub const OPS: [&str; 3] = ["get", "put", "delete"];
+
+/// Every outcome label value.
+pub const OUTCOMES: [&str; 6] = [
+    "ok",
+    "not_found",
+    "invalid",
+    "unavailable",
+    "timeout",
+    "error",
+];
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s in 16 doubling steps: covers a loopback round trip up to a stuck quorum.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -84,6 +97,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Requests of `op` that ended with `outcome` so far.
+    pub fn requests_total(&self, op: &'static str, outcome: &'static str) -> u64 {
+        self.requests.get_or_create(&OpLabels { op, outcome }).get()
+    }
+
+    /// Requests of `op` that missed their quorum so far.
+    pub fn quorum_failures_total(&self, op: &'static str) -> u64 {
+        self.quorum_failures.get_or_create(&OpOnly { op }).get()
+    }
+
     /// Registers every series under the `dynamo_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(

@@ -105,7 +105,7 @@ impl<R: Replicas> Coordinator<R> {
                         bucket: request.bucket.clone(),
                         key: request.key.clone(),
                         r: request.r,
-                        pr: crate::props::Quorum::Count(0),
+                        pr: request.pr,
                         timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
                     })
                     .await?;

@@ -8,8 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Response, Uri};
-use dynamo_coordinator::{Metrics, Replicas};
-use prometheus_client::registry::Registry;
+use dynamo_coordinator::{OPS, OUTCOMES, Replicas};
 use serde::Serialize;
 
 use crate::Api;
@@ -68,6 +67,14 @@ pub struct Stats {
     pub background_write_failures_total: u64,
     /// Vector clock entries removed by pruning.
     pub clock_entries_pruned_total: u64,
+    /// Hints this node stored as a fallback.
+    pub hints_stored_total: u64,
+    /// Hints this node handed off to their owners.
+    pub hints_delivered_total: u64,
+    /// Times this node's failure detector marked a peer down.
+    pub nodes_marked_down_total: u64,
+    /// Peers this node currently believes down.
+    pub peers_down: Vec<String>,
 }
 
 /// `GET /stats`: JSON, pretty-printed as `text/plain` when the client prefers that (as Riak does).
@@ -75,7 +82,7 @@ pub(crate) async fn stats<R: Replicas>(
     State(api): State<Arc<Api<R>>>,
     headers: HeaderMap,
 ) -> Result<Response<Body>> {
-    let stats = collect(&api)?;
+    let stats = collect(&api);
     let plain = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -94,10 +101,29 @@ pub(crate) async fn stats<R: Replicas>(
     Ok(text_response(encoded, content_type))
 }
 
-fn collect<R: Replicas>(api: &Api<R>) -> Result<Stats> {
+fn collect<R: Replicas>(api: &Api<R>) -> Stats {
     let status = api.coordinator.status();
     let ring = api.coordinator.ring();
-    let mut stats = Stats {
+    let m = api.coordinator.metrics();
+    let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut quorum_failures = BTreeMap::new();
+    for op in OPS {
+        for outcome in OUTCOMES {
+            let n = m.requests_total(op, outcome);
+            if n > 0 {
+                requests
+                    .entry(op.to_string())
+                    .or_default()
+                    .insert(outcome.to_string(), n);
+            }
+        }
+        let failed = m.quorum_failures_total(op);
+        if failed > 0 {
+            quorum_failures.insert(op.to_string(), failed);
+        }
+    }
+    let total = |op: &str| requests.get(op).map_or(0, |o| o.values().sum());
+    Stats {
         node: status.node,
         ring_epoch: status.ring_epoch,
         ring_members: ring.members().iter().map(|m| m.id.to_string()).collect(),
@@ -105,99 +131,26 @@ fn collect<R: Replicas>(api: &Api<R>) -> Result<Stats> {
         partitions_owned: status.partitions_owned,
         hints_pending: status.hints_pending,
         uptime_secs: status.uptime_secs,
-        node_gets_total: 0,
-        node_puts_total: 0,
-        node_deletes_total: 0,
-        requests: BTreeMap::new(),
-        quorum_failures: BTreeMap::new(),
-        read_repairs_total: 0,
-        forwarded_total: 0,
-        background_write_failures_total: 0,
-        clock_entries_pruned_total: 0,
-    };
-    for sample in counter_samples(api.coordinator.metrics())? {
-        let op = sample.label("op").to_string();
-        match sample.name.as_str() {
-            "dynamo_requests_total" => {
-                let outcome = sample.label("outcome").to_string();
-                *stats
-                    .requests
-                    .entry(op)
-                    .or_default()
-                    .entry(outcome)
-                    .or_default() += sample.value;
-            }
-            "dynamo_quorum_failures_total" => {
-                *stats.quorum_failures.entry(op).or_default() += sample.value;
-            }
-            "dynamo_read_repairs_total" => stats.read_repairs_total += sample.value,
-            "dynamo_forwarded_total" => stats.forwarded_total += sample.value,
-            "dynamo_background_write_failures_total" => {
-                stats.background_write_failures_total += sample.value;
-            }
-            "dynamo_clock_entries_pruned_total" => stats.clock_entries_pruned_total += sample.value,
-            _ => {}
-        }
-    }
-    let total = |op: &str| stats.requests.get(op).map_or(0, |m| m.values().sum());
-    stats.node_gets_total = total("get");
-    stats.node_puts_total = total("put");
-    stats.node_deletes_total = total("delete");
-    Ok(stats)
-}
-
-/// One counter sample from the text encoding.
-#[derive(Debug, PartialEq)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: u64,
-}
-
-impl Sample {
-    fn label(&self, name: &str) -> &str {
-        self.labels
+        node_gets_total: total("get"),
+        node_puts_total: total("put"),
+        node_deletes_total: total("delete"),
+        requests,
+        quorum_failures,
+        read_repairs_total: m.read_repairs.get(),
+        forwarded_total: m.forwarded.get(),
+        background_write_failures_total: m.background_write_failures.get(),
+        clock_entries_pruned_total: m.clock_entries_pruned.get(),
+        hints_stored_total: m.hints_stored.get(),
+        hints_delivered_total: m.hints_delivered.get(),
+        nodes_marked_down_total: m.nodes_marked_down.get(),
+        peers_down: api
+            .coordinator
+            .health()
+            .down()
             .iter()
-            .find(|(n, _)| n == name)
-            .map_or("", |(_, v)| v.as_str())
+            .map(|n| n.to_string())
+            .collect(),
     }
-}
-
-/// The coordinator's counters. Its label types are not exported, so the series are read back
-/// from the text encoding of a private registry holding the same (shared) metric handles.
-fn counter_samples(metrics: &Metrics) -> Result<Vec<Sample>> {
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)
-        .map_err(|e| Error::Internal(format!("metrics did not encode: {e}")))?;
-    Ok(text.lines().filter_map(parse_sample).collect())
-}
-
-/// Parses `name{a="x",b="y"} 3` (labels optional); other lines (comments, `# EOF`) give `None`.
-fn parse_sample(line: &str) -> Option<Sample> {
-    if line.starts_with('#') {
-        return None;
-    }
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = value.parse::<f64>().ok()?;
-    let (name, labels) = match series.split_once('{') {
-        Some((name, rest)) => (name, rest.strip_suffix('}')?),
-        None => (series, ""),
-    };
-    let labels = labels
-        .split(',')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            Some((k.to_string(), v.trim_matches('"').to_string()))
-        })
-        .collect();
-    Some(Sample {
-        name: name.to_string(),
-        labels,
-        value: value.max(0.0) as u64,
-    })
 }
 
 fn text_response(body: impl Into<Body>, content_type: &'static str) -> Response<Body> {
@@ -210,34 +163,21 @@ fn text_response(body: impl Into<Body>, content_type: &'static str) -> Response<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use dynamo_coordinator::Metrics;
 
     #[test]
-    fn samples_parse_with_and_without_labels() {
-        assert_eq!(
-            parse_sample(r#"dynamo_requests_total{op="get",outcome="ok"} 3"#),
-            Some(Sample {
-                name: "dynamo_requests_total".into(),
-                labels: vec![("op".into(), "get".into()), ("outcome".into(), "ok".into())],
-                value: 3,
-            })
-        );
-        assert_eq!(
-            parse_sample("dynamo_forwarded_total 2").map(|s| s.value),
-            Some(2)
-        );
-        assert_eq!(parse_sample("# TYPE dynamo_forwarded counter"), None);
-        assert_eq!(parse_sample("# EOF"), None);
-    }
-
-    #[test]
-    fn coordinator_counters_are_read_back() {
+    fn coordinator_counters_are_read_directly() {
         let metrics = Metrics::default();
         metrics.read_repairs.inc_by(4);
-        metrics.forwarded.inc();
-        let samples = counter_samples(&metrics).unwrap();
-        let value = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
-        assert_eq!(value("dynamo_read_repairs_total"), Some(4));
-        assert_eq!(value("dynamo_forwarded_total"), Some(1));
+        metrics
+            .requests
+            .get_or_create(&dynamo_coordinator::OpLabels {
+                op: "get",
+                outcome: "ok",
+            })
+            .inc();
+        assert_eq!(metrics.read_repairs.get(), 4);
+        assert_eq!(metrics.requests_total("get", "ok"), 1);
+        assert_eq!(metrics.requests_total("put", "ok"), 0);
     }
 }

@@ -119,13 +119,9 @@ pub(crate) async fn delete<R: Replicas>(
         let q = params.quorum(name)?;
         Ok(if q == Quorum::Default { rw } else { q })
     };
-    if !matches!(params.quorum("pr")?, Quorum::Default | Quorum::Count(0)) {
-        return Err(Error::BadRequest(
-            "pr is not supported on delete; use r for the read a delete makes".into(),
-        ));
-    }
     let request = DeleteRequest {
         r: or_rw("r")?,
+        pr: params.quorum("pr")?,
         w: or_rw("w")?,
         dw: params.quorum("dw")?,
         pw: params.quorum("pw")?,

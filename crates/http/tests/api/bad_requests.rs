@@ -104,7 +104,7 @@ async fn unparseable_parameters_are_refused() {
         .await;
     assert_eq!(delete.status, StatusCode::BAD_REQUEST);
     let delete_pr = node
-        .call(Method::DELETE, &format!("{KEY}?pr=1"), &[], Body::empty())
+        .call(Method::DELETE, &format!("{KEY}?pr=9"), &[], Body::empty())
         .await;
     assert_eq!(delete_pr.status, StatusCode::BAD_REQUEST);
     assert_unchanged(&node).await;
