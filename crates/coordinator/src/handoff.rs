@@ -9,8 +9,6 @@
 //! idempotent merges). The fallback keeps its own copy of the object; a later read that includes
 //! it merges it away as causally older.
 
-use std::collections::BTreeSet;
-
 use dynamo_ring::NodeId;
 use dynamo_storage::{Hint, VersionedObject};
 use tokio_util::sync::CancellationToken;
@@ -61,25 +59,32 @@ impl<R: Replicas> Coordinator<R> {
         }
     }
 
-    /// One handoff pass: delivers up to `handoff_batch` hints whose owners are believed up.
+    /// One handoff pass: for every member believed up, delivers up to `handoff_batch` of the
+    /// hints held for it (so hints for a node that is still down never hold up the others).
     /// Returns how many were delivered.
     pub async fn hand_off_hints(&self) -> Result<usize> {
         let batch = self.inner.options.handoff_batch;
-        let hints = self
-            .blocking(move |engine| engine.hints(None, None, batch))
-            .await?;
+        let owners: Vec<NodeId> = self
+            .ring()
+            .members()
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| *id != self.inner.me && self.inner.health.is_up(id))
+            .collect();
         let mut delivered = 0;
-        let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
-        for hint in hints {
-            if unreachable.contains(&hint.owner) || !self.inner.health.is_up(&hint.owner) {
-                continue;
-            }
-            match self.deliver(&hint).await {
-                Ok(true) => delivered += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(owner = %hint.owner, error = %e, "hint not delivered");
-                    unreachable.insert(hint.owner.clone());
+        for owner in owners {
+            let for_owner = owner.clone();
+            let hints = self
+                .blocking(move |engine| engine.hints(Some(&for_owner), None, batch))
+                .await?;
+            for hint in hints {
+                match self.deliver(&hint).await {
+                    Ok(true) => delivered += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(%owner, error = %e, "hint not delivered; will retry");
+                        break;
+                    }
                 }
             }
         }
