@@ -11,7 +11,9 @@
 //! Baselines (raw redb, no group commit, no versioning, no record encoding):
 //! - one row per transaction with `Durability::Immediate` (one fsync per row), one writer;
 //! - 64 rows per transaction with `Durability::Immediate` (what a perfect 64-writer group commit
-//!   could reach);
+//!   could reach), once with sequential keys (every transaction touches a few neighbouring
+//!   pages) and once with the adapter's keys in the order its 64 writers send them (every row
+//!   lands on another page, as in a real store);
 //! - gets, one read transaction per get.
 //!
 //! Adapter figures: `put_local` (read-modify-write of a versioned object) with `Durability::Sync`
@@ -68,22 +70,41 @@ fn engine(dir: &Path) -> Result<RedbEngine, BoxError> {
     )?)
 }
 
-/// Raw redb: `rows` rows in transactions of `per_txn` rows, each fsynced. Returns rows/s.
-fn raw_puts(dir: &Path, rows: usize, per_txn: usize) -> Result<f64, BoxError> {
+/// Raw redb: `keys` in order, in transactions of `per_txn` rows, each fsynced. Rows/s.
+fn raw_puts(dir: &Path, keys: &[Vec<u8>], per_txn: usize) -> Result<f64, BoxError> {
     let db = raw_db(dir)?;
     let value = vec![7u8; VALUE_LEN];
     let start = Instant::now();
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(per_txn) {
+    for chunk in keys.chunks(per_txn) {
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RAW)?;
-            for &i in chunk {
-                table.insert(raw_key(i).as_slice(), value.as_slice())?;
+            for key in chunk {
+                table.insert(key.as_slice(), value.as_slice())?;
             }
         }
         txn.commit()?;
     }
-    Ok(rows as f64 / start.elapsed().as_secs_f64())
+    Ok(keys.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The adapter's table key of `key`, rebuilt for the raw baseline: partition, bucket, key.
+fn adapter_layout(key: &ObjectKey) -> Vec<u8> {
+    let mut out = key.partition.0.to_be_bytes().to_vec();
+    out.extend_from_slice(&key.bucket);
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(&key.key);
+    out
+}
+
+/// Keys in the order the 64-writer adapter scenario writes them: round `i` holds every
+/// writer's `i`-th key, which lands all over the tree.
+fn group_commit_order() -> Vec<Vec<u8>> {
+    (0..ROWS_PER_WRITER)
+        .flat_map(|i| {
+            (0..WRITERS).map(move |w| adapter_layout(&object_key(w * ROWS_PER_WRITER + i)))
+        })
+        .collect()
 }
 
 /// Adapter: `writers` threads each putting `rows_each` new keys with Sync durability. Rows/s.
@@ -195,7 +216,7 @@ fn median(name: &str, values: &mut [f64]) -> f64 {
     };
     let all: Vec<String> = values.iter().map(|r| show(*r)).collect();
     println!(
-        "{name:<48} median {:>9}   runs [{}]",
+        "{name:<52} median {:>9}   runs [{}]",
         show(median),
         all.join(", ")
     );
@@ -205,37 +226,48 @@ fn median(name: &str, values: &mut [f64]) -> f64 {
 /// Runs every put scenario once per round, so a disk slowed down by other processes hits the
 /// baseline and the adapter of the same round alike, then prints medians and per-round ratios.
 fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
-    // Per round: raw serial, raw 64 rows/txn, adapter 1 writer, adapter 64 writers.
-    let mut rounds: Vec<[f64; 4]> = Vec::with_capacity(runs);
+    let serial: Vec<Vec<u8>> = (0..SERIAL_ROWS)
+        .map(|i| adapter_layout(&object_key(i)))
+        .collect();
+    let sequential: Vec<Vec<u8>> = (0..WRITERS * ROWS_PER_WRITER).map(raw_key).collect();
+    let scattered = group_commit_order();
+    // Per round: raw serial, raw 64 rows/txn (sequential keys, then the adapter's keys),
+    // adapter 1 writer, adapter 64 writers.
+    let mut rounds: Vec<[f64; 5]> = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let round = [
-            raw_puts(tempfile::tempdir_in(base)?.path(), SERIAL_ROWS, 1)?,
-            raw_puts(
-                tempfile::tempdir_in(base)?.path(),
-                WRITERS * ROWS_PER_WRITER,
-                WRITERS,
-            )?,
-            engine_puts(tempfile::tempdir_in(base)?.path(), 1, SERIAL_ROWS)?,
-            engine_puts(tempfile::tempdir_in(base)?.path(), WRITERS, ROWS_PER_WRITER)?,
-        ];
-        rounds.push(round);
+        let dir = || tempfile::tempdir_in(base);
+        rounds.push([
+            raw_puts(dir()?.path(), &serial, 1)?,
+            raw_puts(dir()?.path(), &sequential, WRITERS)?,
+            raw_puts(dir()?.path(), &scattered, WRITERS)?,
+            engine_puts(dir()?.path(), 1, SERIAL_ROWS)?,
+            engine_puts(dir()?.path(), WRITERS, ROWS_PER_WRITER)?,
+        ]);
     }
     let column = |i: usize| rounds.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let ratio = |a: usize, b: usize| rounds.iter().map(|r| r[a] / r[b]).collect::<Vec<f64>>();
+    median("raw put, 1 row/txn, fsync (/s)", &mut column(0));
     median(
-        "raw redb put, 1 row/txn, fsync, 1 writer (/s)",
-        &mut column(0),
+        "raw put, 64 rows/txn, fsync, sequential keys (/s)",
+        &mut column(1),
     );
-    median("raw redb put, 64 rows/txn, fsync (/s)", &mut column(1));
-    median("RedbEngine put_local, Sync, 1 writer (/s)", &mut column(2));
+    median(
+        "raw put, 64 rows/txn, fsync, adapter's keys (/s)",
+        &mut column(2),
+    );
+    median("RedbEngine put_local, Sync, 1 writer (/s)", &mut column(3));
     median(
         "RedbEngine put_local, Sync, 64 writers (/s)",
-        &mut column(3),
+        &mut column(4),
     );
-    median("ratio 1-writer Sync put / raw 1 row/txn", &mut ratio(2, 0));
+    median("ratio 1 writer / raw 1 row/txn", &mut ratio(3, 0));
     median(
-        "ratio 64-writer Sync put / raw 64 rows/txn",
-        &mut ratio(3, 1),
+        "ratio 64 writers / raw 64 rows/txn sequential",
+        &mut ratio(4, 1),
+    );
+    median(
+        "ratio 64 writers / raw 64 rows/txn adapter's keys",
+        &mut ratio(4, 2),
     );
     Ok(())
 }

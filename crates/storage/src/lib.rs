@@ -62,6 +62,6 @@ pub use object::{Content, Entry, Hint, ObjectKey, VersionedObject, is_deleted};
 pub use options::{
     DEFAULT_CACHE_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BATCH, DEFAULT_MAX_BUCKET_LEN,
     DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_QUEUE_DEPTH, Durability, Limits,
-    MAX_META_NAME_LEN, Options,
+    MAX_META_NAME_LEN, META_EPOCH, META_NODE_ID, Options,
 };
 pub use redb_engine::{FORMAT_MAGIC, FORMAT_VERSION, RedbEngine, WriterStats};

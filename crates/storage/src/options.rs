@@ -18,6 +18,15 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 16 * 1024 * 1024;
 /// Longest metadata name in bytes: names are short constants like `node_id` or `epoch`.
 pub const MAX_META_NAME_LEN: usize = 255;
 
+/// Metadata name under which a node records its id, so a data directory is never reused by
+/// another node by mistake.
+pub const META_NODE_ID: &str = "node_id";
+
+/// Metadata name under which a node records its actor epoch (see
+/// [`dynamo_versioning::Actor`]). A node that finds none (a fresh or wiped data directory) must
+/// pick an epoch it has never used, so that no dot is ever issued twice.
+pub const META_EPOCH: &str = "epoch";
+
 /// Default cap on how many queued writes one group commit applies: large enough that 64 or more
 /// concurrent writers share one fsync, small enough that one transaction's dirty pages stay in
 /// cache and the first writer in the batch is not held back long.
@@ -42,6 +51,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 pub enum Durability {
     /// Never fsync on the write path (tests, throwaway nodes). `flush()` and a clean close
     /// still make everything durable; a crash loses every write since the last of those.
+    /// redb also holds on to pages freed by non-durable commits until the next durable one,
+    /// so a long run without `flush()` grows the file.
     None,
     /// The paper's write buffer (section 6.1): acknowledge once the write is committed in
     /// memory and visible to reads; a background flush makes it durable within

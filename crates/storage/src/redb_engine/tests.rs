@@ -431,3 +431,28 @@ fn writer_stats_count_writes_commits_and_fsyncs() {
     buffered.flush().unwrap();
     assert_eq!(buffered.writer_stats().fsyncs, 1, "flush fsyncs once");
 }
+
+#[test]
+fn buffered_writes_are_fsynced_in_the_background_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        flush_interval: std::time::Duration::from_millis(10),
+        ..Options::with_durability(Durability::Buffered)
+    };
+    let engine = RedbEngine::open(dir.path().join("d.redb"), options).unwrap();
+    put(&engine, &key(1, "a"), "v");
+    assert_eq!(
+        engine.writer_stats().fsyncs,
+        0,
+        "the write itself was not fsynced"
+    );
+    // Poll (no fixed sleep) until the writer's background flush has run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while engine.writer_stats().fsyncs == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(engine.writer_stats().fsyncs, 1);
+    // Nothing left to flush: another flush does not fsync again.
+    engine.flush().unwrap();
+    assert_eq!(engine.writer_stats().fsyncs, 1);
+}

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, Table, WriteTransaction};
 
@@ -177,11 +177,7 @@ impl Writer {
     /// Queues a job, blocking while the queue is full. `Err(Closed)` if the writer is gone.
     pub(crate) fn submit(&self, job: Job) -> Result<()> {
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        match tx.try_send(Msg::Job(job)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(msg)) => tx.send(msg).map_err(|_| Error::Closed),
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
-        }
+        tx.send(Msg::Job(job)).map_err(|_| Error::Closed)
     }
 
     /// Runs `f` inside a group-commit batch and returns its value once the batch is committed
