@@ -267,3 +267,69 @@ pub trait EngineExt: Engine {
 }
 
 impl<E: Engine + ?Sized> EngineExt for E {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryEngine;
+    use proptest::prelude::*;
+
+    /// Replica versions built from a script of (actor, sees-previous) writes.
+    fn versions(script: &[(u64, bool)]) -> Vec<VersionedObject> {
+        let mut latest = VersionedObject::new();
+        script
+            .iter()
+            .enumerate()
+            .map(|(i, &(actor, sees_previous))| {
+                let context = if sees_previous {
+                    latest.context()
+                } else {
+                    Context::empty()
+                };
+                let mut version = if sees_previous {
+                    latest.clone()
+                } else {
+                    VersionedObject::new()
+                };
+                version.put(
+                    Actor::new(actor, 0),
+                    &context,
+                    Content::new(vec![i as u8]),
+                    i as u64,
+                );
+                latest.merge(&version);
+                version
+            })
+            .collect()
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::new(PartitionId(0), "b", "k")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Replica writes may arrive in any order and any number of times: the stored object
+        /// is the same.
+        #[test]
+        fn put_merge_is_order_and_repeat_independent(
+            (script, order) in proptest::collection::vec((1u64..4, any::<bool>()), 1..6)
+                .prop_flat_map(|script| {
+                    let order: Vec<usize> = (0..script.len()).collect();
+                    (Just(script), Just(order).prop_shuffle())
+                }),
+        ) {
+            let versions = versions(&script);
+            let in_order = MemoryEngine::new();
+            for version in &versions {
+                in_order.put_merge(&key(), version.clone()).unwrap();
+            }
+            let shuffled = MemoryEngine::new();
+            for &i in order.iter().chain(order.iter().take(2)) {
+                shuffled.put_merge(&key(), versions[i].clone()).unwrap();
+            }
+            prop_assert_eq!(in_order.get(&key()).unwrap(), shuffled.get(&key()).unwrap());
+        }
+    }
+}

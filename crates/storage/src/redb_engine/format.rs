@@ -187,7 +187,7 @@ fn init_format(db: &Database) -> Result<()> {
 }
 
 /// Overwrites the recorded format version (tests of the newer-format refusal use this).
-#[cfg(any(test, feature = "conformance"))]
+#[cfg(test)]
 pub(crate) fn force_format_version(path: &Path, version: u32) -> Result<()> {
     let db = Database::create(path)?;
     let txn = db.begin_write()?;

@@ -108,7 +108,8 @@ struct Counters {
 /// mean batch size, and `fsyncs` against `writes` shows how well group commit amortises fsync.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Writes (updates, removals, hint and metadata writes) applied and committed.
+    /// Write requests (updates, removals, hint and metadata writes) answered by a successful
+    /// commit; an update refused by its own function counts too.
     pub writes: u64,
     /// Transactions committed (with or without fsync), empty flush commits included.
     pub commits: u64,
