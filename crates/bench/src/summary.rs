@@ -273,7 +273,7 @@ mod tests {
         read.record_error("not_found", "user7");
         let recorders = BTreeMap::from([("read".to_string(), read)]);
         let phase = PhaseSummary::new("run", &recorders, Duration::from_secs(1));
-        let table = render_table(&[phase.clone()]);
+        let table = render_table(std::slice::from_ref(&phase));
         assert!(table.contains("p99.9 ms"), "{table}");
         assert!(
             table

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 const CLUSTER: &str = "loopback";
 const SECRET: &[u8] = b"0123456789abcdef-test";
 
-/// A running node: its address and the token that stops it.
+/// A running node: its address, its coordinator and the token that stops it.
 struct TestNode {
     id: NodeId,
     addr: String,
+    coordinator: Coordinator<PeerPool<TcpConnector>>,
     stop: CancellationToken,
 }
 
@@ -53,11 +54,12 @@ async fn cluster(n: usize) -> Vec<TestNode> {
             options: Options::default(),
         });
         let stop = CancellationToken::new();
-        let server = NodeServer::new(coordinator, pool);
+        let server = NodeServer::new(coordinator.clone(), pool);
         tokio::spawn(server.run(listener, auth.clone(), stop.clone()));
         nodes.push(TestNode {
             addr: addresses[&id].clone(),
             id,
+            coordinator,
             stop,
         });
     }
@@ -218,4 +220,33 @@ async fn a_wrong_secret_or_no_reachable_seed_fails_to_connect() {
         matches!(err, Error::NoSeed(_)) && err.is_retryable(),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn the_cluster_map_is_refreshed_in_the_background() {
+    let nodes = cluster(3).await;
+    let mut config = config(&nodes);
+    config.refresh_interval = dynamo_client::MIN_REFRESH_INTERVAL;
+    let client = Client::connect(config).await.unwrap();
+    let old = client.cluster_map().ring;
+    // An operator reweights n1: every node installs the new ring (epoch + 1).
+    let first = old.members()[0].id.clone();
+    let newer = old.with_member_weight(&first, 2, 3).unwrap();
+    for node in &nodes {
+        node.coordinator.set_ring(newer.clone());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.cluster_map().ring.epoch() != newer.epoch() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client never fetched epoch {}",
+            newer.epoch()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.cluster_map().ring, newer);
+    // A clone shares the map; an explicit refresh of an unchanged cluster changes nothing.
+    let clone = client.clone();
+    clone.refresh().await.unwrap();
+    assert_eq!(clone.cluster_map().ring, newer);
 }
