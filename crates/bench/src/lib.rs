@@ -11,6 +11,15 @@
 //! own after `--operations` or `--duration`, and prints throughput and p50/p99/p99.9/max latency
 //! per operation, with failures counted per kind rather than mixed into the latencies.
 //!
+//! Against the development cluster (`dynamo dev`: RPC on 7001-7003, HTTP on 8098-8100):
+//!
+//! ```text
+//! dynamo-bench --mode client --seeds 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \
+//!     --cluster-name dev --secret "$DYNAMO_CLUSTER_SECRET" --records 10000 --workload b --clients 16
+//! dynamo-bench --mode http --http 127.0.0.1:8098,127.0.0.1:8099,127.0.0.1:8100 \
+//!     --phases run --records 10000 --workload b --rate 2000 --duration 10 --json
+//! ```
+//!
 //! Not here: asserting anything about the figures (a benchmark measures and prints), YCSB's
 //! scan and read-modify-write-field workloads (D, E, F), and multi-machine load.
 
