@@ -456,3 +456,60 @@ fn buffered_writes_are_fsynced_in_the_background_without_a_flush() {
     engine.flush().unwrap();
     assert_eq!(engine.writer_stats().fsyncs, 1);
 }
+
+/// Damage to any page of a closed file (a bad disk, a stray write) is either refused at open or
+/// reported by the reads that meet it (or goes unnoticed where redb trusts the page), but never
+/// panics. `verify_on_open` is the way to catch all of it up front.
+#[test]
+fn damaged_pages_never_cause_a_panic() {
+    let fixture = Fixture::new(Durability::Sync);
+    for i in 0..300 {
+        put(&*fixture, &key(i % 4, &format!("k{i}")), &"v".repeat(200));
+    }
+    let path = fixture.path().to_path_buf();
+    let Fixture { engine, dir } = fixture;
+    engine.close().unwrap();
+    let pristine = std::fs::read(&path).unwrap();
+    const PAGE: usize = 4096;
+    let mut refused = 0;
+    for page in (1..pristine.len() / PAGE).step_by(2) {
+        let mut damaged = pristine.clone();
+        for byte in &mut damaged[page * PAGE + 100..page * PAGE + 200] {
+            *byte ^= 0x5A;
+        }
+        std::fs::write(&path, &damaged).unwrap();
+        let outcome =
+            std::panic::catch_unwind(|| match RedbEngine::open(&path, Options::default()) {
+                Err(err) => Some(err),
+                Ok(engine) => {
+                    for p in 0..4 {
+                        let _ = engine.scan_partition(PartitionId(p), None, 1000);
+                        let _ = engine.get(&key(p, "k1"));
+                    }
+                    None
+                }
+            });
+        match outcome {
+            Ok(Some(err)) => {
+                assert!(matches!(err, Error::Corrupt { .. }), "page {page}: {err}");
+                refused += 1;
+            }
+            Ok(None) => {}
+            Err(_) => panic!("damage to page {page} caused a panic"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "damage to the tree's own pages is refused at open"
+    );
+    std::fs::write(&path, &pristine).unwrap();
+    let verified = Options {
+        verify_on_open: true,
+        ..Options::default()
+    };
+    assert!(
+        RedbEngine::open(&path, verified).is_ok(),
+        "an intact file passes verification"
+    );
+    drop(dir);
+}
