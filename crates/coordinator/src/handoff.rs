@@ -98,9 +98,7 @@ impl<R: Replicas> Coordinator<R> {
 
     /// Delivers one hint; `Ok(true)` when the owner stored it durably and the hint was removed.
     async fn deliver(&self, hint: &Hint) -> Result<bool> {
-        let key = hint.key.clone();
-        let current: Option<VersionedObject> =
-            self.blocking(move |engine| engine.get(&key)).await?;
+        let current: Option<VersionedObject> = self.read_local(&hint.key)?;
         let mut object = hint.object.clone();
         if let Some(current) = current {
             object.merge(&current);

@@ -16,7 +16,7 @@ impl<R: Replicas> Coordinator<R> {
     /// Reads the local version of `key` for a remote coordinator.
     pub async fn replica_get(&self, key: ObjectKey) -> Result<Option<VersionedObject>> {
         self.check_key(&key.bucket, &key.key)?;
-        self.blocking(move |engine| engine.get(&key)).await
+        self.read_local(&key)
     }
 
     /// Merges a remote coordinator's version into local storage. Returns whether the write was
