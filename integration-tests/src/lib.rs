@@ -2,6 +2,8 @@
 //! redb data directory and its own RPC and HTTP listeners on 127.0.0.1 (port 0, so tests run in
 //! parallel). The tests themselves live under `tests/`.
 
+pub mod procs;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

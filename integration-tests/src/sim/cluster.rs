@@ -1,0 +1,240 @@
+//! The simulated cluster: real nodes (coordinator, in-memory storage, tarpc server and peer pool)
+//! each running as a turmoil host, plus what outlives a crash. A node's [`MemoryEngine`] lives
+//! outside the host's software and stands for its disk: a crash and restart keeps it, a wipe
+//! replaces it and bumps the node's epoch, so the restarted node mints dots as a new actor
+//! (Riak's kv679 lesson).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamo_coordinator::{
+    BucketProps, Buckets, Coordinator, Metrics, Options, Parts, READ_REPAIR_LINGER,
+};
+use dynamo_ring::{Member, NodeId, PreferenceList, Ring};
+use dynamo_rpc::{AddressBook, ClusterAuth, NodeServer, PeerPool};
+use dynamo_storage::{Engine, MemoryEngine};
+use dynamo_versioning::Actor;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::SimClock;
+use super::net::{RPC_PORT, TurmoilConnector, TurmoilListener, rpc_address};
+use super::{Error, Result};
+
+/// Cluster name every simulated node and client authenticates with.
+pub const SIM_CLUSTER: &str = "sim";
+
+/// Shared secret of simulated clusters (at least the rpc crate's minimum length).
+pub const SIM_SECRET: &str = "simulation-shared-secret";
+
+/// Partitions of the simulated ring: small, so key placement is varied yet cheap to compute.
+pub const SIM_PARTITIONS: u32 = 16;
+
+/// Replicas per key (N), the paper's and Riak's usual 3.
+pub const SIM_N: u8 = 3;
+
+/// Request timeout of simulated nodes: a few hundred simulated round trips, short enough that a
+/// partition is detected well inside a fault episode.
+pub const SIM_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Probe and handoff interval: several passes fit into the settle period after the faults heal.
+pub const SIM_WORKER_INTERVAL: Duration = Duration::from_millis(300);
+
+/// The coordinator options of every simulated node.
+pub fn sim_options() -> Options {
+    Options {
+        default_timeout: SIM_REQUEST_TIMEOUT,
+        read_repair_linger: READ_REPAIR_LINGER / 2,
+        // Storage calls stay on the node's simulated runtime: no real threads, no real time.
+        inline_storage: true,
+        probe_interval: SIM_WORKER_INTERVAL,
+        handoff_interval: SIM_WORKER_INTERVAL,
+        ..Options::default()
+    }
+}
+
+/// A node's durable state: what survives its crash.
+struct Disk {
+    engine: Arc<MemoryEngine>,
+    epoch: u32,
+}
+
+/// One simulated node: identity, clock, disk, and the metrics of every incarnation.
+pub struct SimNode {
+    /// The node's id, which is also its turmoil host name.
+    pub id: NodeId,
+    /// Its clock; the nemesis skews it.
+    pub clock: SimClock,
+    disk: Mutex<Disk>,
+    incarnations: Mutex<Vec<Metrics>>,
+}
+
+impl SimNode {
+    fn new(id: NodeId) -> SimNode {
+        SimNode {
+            id,
+            clock: SimClock::new(),
+            disk: Mutex::new(Disk {
+                engine: Arc::new(MemoryEngine::new()),
+                epoch: 1,
+            }),
+            incarnations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The node's host name.
+    pub fn name(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// Replaces the disk with an empty one and bumps the epoch (the node lost its data). Only
+    /// while the node is crashed: the running software holds the old engine.
+    pub fn wipe(&self) {
+        let mut disk = self.disk.lock();
+        disk.engine = Arc::new(MemoryEngine::new());
+        disk.epoch = disk.epoch.saturating_add(1);
+    }
+
+    /// The current epoch (1 until the first wipe).
+    pub fn epoch(&self) -> u32 {
+        self.disk.lock().epoch
+    }
+
+    /// Hints stored and hints delivered, summed over every incarnation of the node.
+    pub fn hint_counts(&self) -> (u64, u64) {
+        self.incarnations.lock().iter().fold((0, 0), |(s, d), m| {
+            (s + m.hints_stored.get(), d + m.hints_delivered.get())
+        })
+    }
+}
+
+/// A simulated cluster's fixed shape: members, ring, bucket properties.
+pub struct Cluster {
+    /// The members, `n1` first.
+    pub nodes: Vec<Arc<SimNode>>,
+    /// The ring every node routes with.
+    pub ring: Ring,
+    /// Per-bucket property overrides, installed on every node at start.
+    pub buckets: BTreeMap<Vec<u8>, BucketProps>,
+    /// Coordinator tunables.
+    pub options: Options,
+    auth: ClusterAuth,
+}
+
+impl Cluster {
+    /// `size` nodes named `n1`.. with the given bucket overrides.
+    pub fn new(size: usize, buckets: BTreeMap<Vec<u8>, BucketProps>) -> Result<Arc<Cluster>> {
+        let ids = (1..=size)
+            .map(|i| NodeId::new(format!("n{i}")))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Setup(format!("node id: {e}")))?;
+        let ring = Ring::new(
+            SIM_PARTITIONS,
+            ids.iter().cloned().map(Member::new).collect(),
+            usize::from(SIM_N),
+        )
+        .map_err(|e| Error::Setup(format!("ring: {e}")))?;
+        let auth = ClusterAuth::new(SIM_CLUSTER, SIM_SECRET.as_bytes().to_vec())
+            .map_err(|e| Error::Setup(format!("auth: {e}")))?;
+        Ok(Arc::new(Cluster {
+            nodes: ids
+                .into_iter()
+                .map(|id| Arc::new(SimNode::new(id)))
+                .collect(),
+            ring,
+            buckets,
+            options: sim_options(),
+            auth,
+        }))
+    }
+
+    /// Every member's RPC address.
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.nodes
+            .iter()
+            .map(|n| (n.id.clone(), rpc_address(n.name())))
+            .collect()
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Result<&Arc<SimNode>> {
+        self.nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .ok_or_else(|| Error::Setup(format!("no node named {name}")))
+    }
+
+    /// Every node's host name.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name().to_string()).collect()
+    }
+
+    /// The preference list of `bucket`/`key`.
+    pub fn preference_list(&self, bucket: &str, key: &str) -> PreferenceList {
+        self.ring
+            .preference_list(bucket.as_bytes(), key.as_bytes(), usize::from(SIM_N))
+    }
+
+    /// A peer pool for a client (call it inside the client's turmoil host).
+    pub fn pool(&self) -> PeerPool<TurmoilConnector> {
+        PeerPool::new(TurmoilConnector, self.auth.clone(), self.addresses())
+    }
+
+    /// Hints stored and delivered across the cluster (every incarnation of every node).
+    pub fn hint_counts(&self) -> (u64, u64) {
+        self.nodes.iter().fold((0, 0), |(s, d), n| {
+            let (ns, nd) = n.hint_counts();
+            (s + ns, d + nd)
+        })
+    }
+
+    /// Adds every node to `sim` as a host running [`serve`]. A bounced host runs it again with the
+    /// same disk (or the new one after a wipe).
+    pub fn install(self: &Arc<Self>, sim: &mut turmoil::Sim<'_>) {
+        for node in &self.nodes {
+            let cluster = Arc::clone(self);
+            let node = Arc::clone(node);
+            sim.host(node.name().to_string(), move || {
+                serve(Arc::clone(&cluster), Arc::clone(&node))
+            });
+        }
+    }
+}
+
+/// One incarnation of a node's software: builds the coordinator on the node's disk, starts the
+/// probe and handoff workers, and serves RPC until the host is crashed.
+pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result {
+    let (engine, epoch) = {
+        let disk = node.disk.lock();
+        (Arc::clone(&disk.engine), disk.epoch)
+    };
+    let engine: Arc<dyn Engine> = engine;
+    let buckets = Buckets::load(
+        BucketProps::default(),
+        cluster.buckets.clone(),
+        Arc::clone(&engine),
+    )
+    .map_err(|e| Error::Setup(format!("{}: buckets: {e}", node.id)))?;
+    let pool = Arc::new(cluster.pool());
+    let coordinator = Coordinator::new(Parts {
+        me: node.id.clone(),
+        actor: Actor::new(node.id.actor_id(), epoch),
+        ring: cluster.ring.clone(),
+        engine,
+        replicas: Arc::clone(&pool),
+        buckets,
+        clock: Arc::new(node.clock.clone()),
+        options: cluster.options.clone(),
+    });
+    node.incarnations.lock().push(coordinator.metrics().clone());
+    // Never cancelled: a crash drops the whole runtime, which is the point.
+    let shutdown = CancellationToken::new();
+    coordinator.spawn_workers(shutdown.clone());
+    let listener = TurmoilListener::bind(RPC_PORT).await?;
+    let book: Arc<dyn AddressBook> = pool;
+    NodeServer::new(coordinator, book)
+        .run(listener, cluster.auth.clone(), shutdown)
+        .await;
+    Ok(())
+}

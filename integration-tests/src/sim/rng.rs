@@ -1,0 +1,97 @@
+//! A small seeded random number generator (SplitMix64), so every choice a simulation makes comes
+//! from its seed and nothing else.
+
+/// SplitMix64: tiny, fast, and good enough to pick faults and keys.
+#[derive(Clone, Debug)]
+pub struct SimRng {
+    state: u64,
+}
+
+impl SimRng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SimRng {
+        SimRng { state: seed }
+    }
+
+    /// A generator for a sub-stream (a client, the nemesis) derived from `seed` and `stream`, so
+    /// adding a client does not shift the choices of the others.
+    pub fn derive(seed: u64, stream: u64) -> SimRng {
+        let mut base = SimRng::new(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        SimRng::new(base.next_u64())
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// A number in `lo..=hi` (`lo` when the range is empty).
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo).saturating_add(1))
+    }
+
+    /// An index into a slice of length `len` (0 when empty).
+    pub fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(len as u64)).unwrap_or(0)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// Shuffles `items` in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.index(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream_and_streams_differ() {
+        let a: Vec<u64> = (0..8)
+            .map(|_| 0)
+            .scan(SimRng::new(7), |r, _: u64| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..8)
+            .map(|_| 0)
+            .scan(SimRng::new(7), |r, _: u64| Some(r.next_u64()))
+            .collect();
+        assert_eq!(a, b);
+        let mut c1 = SimRng::derive(7, 1);
+        let mut c2 = SimRng::derive(7, 2);
+        assert_ne!(c1.next_u64(), c2.next_u64());
+    }
+
+    #[test]
+    fn ranges_are_respected() {
+        let mut r = SimRng::new(3);
+        for _ in 0..1000 {
+            assert!(r.below(5) < 5);
+            let x = r.between(10, 12);
+            assert!((10..=12).contains(&x));
+        }
+        assert_eq!(r.below(0), 0);
+        assert_eq!(r.between(4, 2), 4);
+        let mut v: Vec<u32> = (0..20).collect();
+        r.shuffle(&mut v);
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>());
+    }
+}
