@@ -3,6 +3,7 @@
 //! parallel). The tests themselves live under `tests/`.
 
 pub mod procs;
+pub mod sim;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
