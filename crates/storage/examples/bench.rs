@@ -107,8 +107,9 @@ fn group_commit_order() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Adapter: `writers` threads each putting `rows_each` new keys with Sync durability. Rows/s.
-fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<f64, BoxError> {
+/// Adapter: `writers` threads each putting `rows_each` new keys with Sync durability.
+/// Returns (rows/s, writes per fsync).
+fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<(f64, f64), BoxError> {
     let engine = engine(dir)?;
     let content = Content::new(vec![7u8; VALUE_LEN]);
     let start = Instant::now();
@@ -132,8 +133,9 @@ fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<f64, BoxE
         Ok(())
     })?;
     let rate = (writers * rows_each) as f64 / start.elapsed().as_secs_f64();
+    let stats = engine.writer_stats();
     engine.close()?;
-    Ok(rate)
+    Ok((rate, stats.writes as f64 / stats.fsyncs.max(1) as f64))
 }
 
 /// Slices the get measurement is cut into, alternating raw and adapter, so that load from
@@ -233,15 +235,21 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
     let scattered = group_commit_order();
     // Per round: raw serial, raw 64 rows/txn (sequential keys, then the adapter's keys),
     // adapter 1 writer, adapter 64 writers.
-    let mut rounds: Vec<[f64; 5]> = Vec::with_capacity(runs);
+    let mut rounds: Vec<[f64; 6]> = Vec::with_capacity(runs);
     for _ in 0..runs {
         let dir = || tempfile::tempdir_in(base);
+        let raw_serial = raw_puts(dir()?.path(), &serial, 1)?;
+        let raw_sequential = raw_puts(dir()?.path(), &sequential, WRITERS)?;
+        let raw_scattered = raw_puts(dir()?.path(), &scattered, WRITERS)?;
+        let (one, _) = engine_puts(dir()?.path(), 1, SERIAL_ROWS)?;
+        let (group, per_fsync) = engine_puts(dir()?.path(), WRITERS, ROWS_PER_WRITER)?;
         rounds.push([
-            raw_puts(dir()?.path(), &serial, 1)?,
-            raw_puts(dir()?.path(), &sequential, WRITERS)?,
-            raw_puts(dir()?.path(), &scattered, WRITERS)?,
-            engine_puts(dir()?.path(), 1, SERIAL_ROWS)?,
-            engine_puts(dir()?.path(), WRITERS, ROWS_PER_WRITER)?,
+            raw_serial,
+            raw_sequential,
+            raw_scattered,
+            one,
+            group,
+            per_fsync,
         ]);
     }
     let column = |i: usize| rounds.iter().map(|r| r[i]).collect::<Vec<f64>>();
@@ -260,6 +268,7 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
         "RedbEngine put_local, Sync, 64 writers (/s)",
         &mut column(4),
     );
+    median("  writes per fsync in its group commits", &mut column(5));
     median("ratio 1 writer / raw 1 row/txn", &mut ratio(3, 0));
     median(
         "ratio 64 writers / raw 64 rows/txn sequential",
