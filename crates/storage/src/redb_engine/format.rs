@@ -18,7 +18,7 @@ use std::io::Read as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase as _, TableDefinition, TableHandle as _};
+use redb::{Database, ReadableDatabase, TableDefinition, TableHandle as _};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -54,42 +54,58 @@ pub(crate) const VERSION_ROW: &str = "format_version";
 pub(crate) const NEXT_HINT_ROW: &str = "next_hint_id";
 
 /// Opens (creating if absent) the data file at `path`, checking that it is ours and readable.
+///
+/// An existing file is first inspected read-only, so a file that is refused (foreign, newer,
+/// damaged) is left exactly as it was; redb's writable open would otherwise touch its header.
+/// A file that was not closed cleanly cannot be opened read-only (redb must repair it first):
+/// that one is checked right after the repairing open instead.
 pub(crate) fn open_database(path: &Path, options: &Options) -> Result<Database> {
     let shown = path.display().to_string();
-    check_redb_magic(path, &shown)?;
     let mut builder = Database::builder();
     builder.set_cache_size(options.cache_bytes);
     builder.set_check_integrity_on_open(options.verify_on_open);
-    // redb documents that a plain open may panic on a file damaged outside redb; turn that
-    // into an error so a bad disk never takes the whole node down with a panic.
-    let opened = catch_unwind(AssertUnwindSafe(|| builder.create(path)));
-    let db = match opened {
-        Ok(Ok(db)) => db,
-        Ok(Err(err)) => return Err(open_error(err, &shown)),
-        Err(_) => {
-            return Err(Error::Corrupt {
-                path: shown,
-                reason: "the redb header or tree is damaged".into(),
-            });
+    if has_redb_content(path, &shown)? {
+        match guarded(&shown, || builder.open_read_only(path))? {
+            Ok(db) => {
+                inspect(&db, &shown)?;
+            }
+            Err(redb::DatabaseError::RepairAborted) => {}
+            Err(err) => return Err(open_error(err, &shown)),
         }
-    };
-    check_or_init_format(&db, &shown)?;
+    }
+    let db = guarded(&shown, || builder.create(path))?.map_err(|err| open_error(err, &shown))?;
+    if inspect(&db, &shown)? == Contents::Empty {
+        init_format(&db)?;
+    }
     Ok(db)
 }
 
-/// Refuses a non-empty file that does not start with redb's magic.
-fn check_redb_magic(path: &Path, shown: &str) -> Result<()> {
+/// Runs a redb open, turning a panic into [`Error::Corrupt`]: redb documents that a plain open
+/// may panic on a file damaged outside redb, and a bad disk must not take the node down.
+fn guarded<T>(shown: &str, open: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(open)).map_err(|_| Error::Corrupt {
+        path: shown.to_owned(),
+        reason: "the redb header or tree is damaged".into(),
+    })
+}
+
+/// Whether `path` holds anything: `false` if absent or empty, `true` if it starts with redb's
+/// magic, and an error if it holds something else.
+fn has_redb_content(path: &Path, shown: &str) -> Result<bool> {
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(err.into()),
     };
     let mut head = Vec::with_capacity(REDB_MAGIC.len());
     file.by_ref()
         .take(REDB_MAGIC.len() as u64)
         .read_to_end(&mut head)?;
-    if head.is_empty() || head == REDB_MAGIC {
-        return Ok(());
+    if head.is_empty() {
+        return Ok(false);
+    }
+    if head == REDB_MAGIC {
+        return Ok(true);
     }
     Err(Error::NotADataFile {
         path: shown.to_owned(),
@@ -115,8 +131,17 @@ fn open_error(err: redb::DatabaseError, shown: &str) -> Error {
     }
 }
 
-/// Checks the `dynamo_format` table, or writes it (and every table) into a brand-new file.
-fn check_or_init_format(db: &Database, shown: &str) -> Result<()> {
+/// What [`inspect`] found in a redb file.
+#[derive(Debug, PartialEq, Eq)]
+enum Contents {
+    /// A dynamo data file this build reads.
+    Ours,
+    /// No tables at all: a new file, to be initialised.
+    Empty,
+}
+
+/// Checks that `db` is a dynamo data file of a format this build reads (or has no tables yet).
+fn inspect(db: &impl ReadableDatabase, shown: &str) -> Result<Contents> {
     let read = db.begin_read()?;
     let tables: Vec<String> = read.list_tables()?.map(|t| t.name().to_owned()).collect();
     if tables.iter().any(|name| name == FORMAT.name()) {
@@ -136,7 +161,8 @@ fn check_or_init_format(db: &Database, shown: &str) -> Result<()> {
                 path: shown.to_owned(),
                 reason: "the format version is missing or malformed".into(),
             })?;
-        return check_version(version, shown);
+        check_version(version, shown)?;
+        return Ok(Contents::Ours);
     }
     if !tables.is_empty() || read.list_multimap_tables()?.next().is_some() {
         return Err(Error::NotADataFile {
@@ -147,8 +173,7 @@ fn check_or_init_format(db: &Database, shown: &str) -> Result<()> {
             ),
         });
     }
-    drop(read);
-    init_format(db)
+    Ok(Contents::Empty)
 }
 
 /// Accepts format versions this build reads.
@@ -263,9 +288,15 @@ mod tests {
             txn.open_table(table).unwrap().insert("alice", &1).unwrap();
             txn.commit().unwrap();
         }
+        let before = std::fs::read(&path).unwrap();
         let err = open(&path).unwrap_err();
         assert!(matches!(err, Error::NotADataFile { .. }), "{err}");
         assert!(err.to_string().contains("users"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the refused file is unchanged"
+        );
     }
 
     #[test]
@@ -274,7 +305,13 @@ mod tests {
         let path = dir.path().join("data.redb");
         drop(open(&path).unwrap());
         force_format_version(&path, FORMAT_VERSION + 1).unwrap();
+        let before = std::fs::read(&path).unwrap();
         let err = open(&path).unwrap_err();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the refused file is unchanged"
+        );
         assert!(
             matches!(err, Error::NewerFormat { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
             "{err}"
