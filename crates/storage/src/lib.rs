@@ -12,12 +12,14 @@
 //!   ([`EngineExt::put_merge`]), the coordinator's write that mints a dot
 //!   ([`EngineExt::put_local`]), tombstone listing and reaping.
 //! - Two adapters: [`MemoryEngine`], the reference (a map behind a lock), and [`RedbEngine`], the
-//!   production engine on one redb file. Both pass one [conformance suite](crate::conformance).
+//!   production engine on one redb file. Both pass one [conformance suite](crate::conformance)
+//!   (enable the `conformance` feature to run it against an adapter of your own).
 //! - What is stored ([`ObjectKey`], [`Content`], [`VersionedObject`], [`Hint`]), the paper's
 //!   section 4.1 interface (`get(key)` returns the siblings and a context, `put(key, context,
 //!   object)`) seen from one replica.
 //! - Durability (section 6.1): [`Durability::Sync`] fsyncs before acknowledging, and concurrent
-//!   writes share one fsync by group commit; [`Durability::Buffered`] is the paper's write buffer
+//!   writes share one fsync by group commit ([`WriterStats`] shows how well);
+//!   [`Durability::Buffered`] is the paper's write buffer
 //!   (acknowledge from memory, a writer thread flushes within a bounded interval) so that a
 //!   coordinator can ask one replica for a durable write and let the others buffer.
 //! - The on-disk format: a format version and magic in the file, a version byte in front of
@@ -26,10 +28,12 @@
 //! # What it deliberately does not do
 //!
 //! It does not hash keys or choose replicas (the caller passes the
-//! [`PartitionId`](dynamo_ring::PartitionId) the ring computed), does not decide when a tombstone may be reaped (only that a reap never erases a
-//! newer write), does not deliver hints or run anti-entropy, and does not pick epochs: it stores
-//! the metadata the node decides on. Nothing here is async: callers in async code run engine
-//! calls on a blocking thread.
+//! [`PartitionId`](dynamo_ring::PartitionId) the ring computed), does not decide when a tombstone
+//! may be reaped (only that a reap never erases a newer write), does not deliver hints or run
+//! anti-entropy, and does not pick epochs: it stores the metadata the node decides on. It keeps
+//! no secondary indexes beyond the hint owner index: listing a bucket walks every partition that
+//! holds keys. Nothing here is async: callers in async code run engine calls on a blocking
+//! thread.
 //!
 //! ```
 //! use dynamo_ring::PartitionId;
