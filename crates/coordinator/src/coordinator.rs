@@ -294,9 +294,23 @@ impl<R: Replicas> Coordinator<R> {
         f: dynamo_storage::UpdateFn,
     ) -> Result<VersionedObject> {
         let started = Instant::now();
-        let result = self
-            .blocking(move |engine| engine.update_with(&key, durability, f))
-            .await;
+        // The engine answers from its group-commit writer once the batch is committed; awaiting
+        // that answer parks no thread.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.engine.update_then(
+            &key,
+            durability,
+            f,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        let result = match rx.await {
+            Ok(outcome) => outcome.map_err(Error::from),
+            Err(_) => Err(Error::Storage(
+                "the storage engine dropped an update".into(),
+            )),
+        };
         self.inner
             .metrics
             .storage_commit_latency

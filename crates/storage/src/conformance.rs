@@ -31,6 +31,7 @@ macro_rules! engine_conformance_tests {
             concurrent_writes_become_siblings_and_a_covering_write_replaces_them,
             replica_merge_keeps_concurrent_versions_and_drops_dominated_ones,
             concurrent_updates_lose_nothing,
+            update_then_reports_every_outcome_once,
             a_failed_or_panicking_update_changes_nothing,
             partition_scan_is_ordered_and_pages_with_a_cursor,
             bucket_listing_spans_partitions_and_pages,
@@ -225,6 +226,51 @@ pub fn concurrent_updates_lose_nothing<E: Engine + ?Sized>(engine: &E) {
         seen.into_inner().unwrap(),
         (1..=THREADS * INCREMENTS).collect()
     );
+}
+
+/// `update_then` answers every update exactly once, with what was stored (or the refusal), and
+/// updates queued without waiting lose nothing.
+pub fn update_then_reports_every_outcome_once<E: Engine + ?Sized>(engine: &E) {
+    const UPDATES: u64 = 50;
+    let k = key(4, "async", "k");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..UPDATES {
+        let tx = tx.clone();
+        engine.update_then(
+            &k,
+            engine.durability(),
+            Box::new(move |stored| {
+                let mut object = stored.unwrap_or_default();
+                let context = object.context();
+                object.put(actor(1), &context, Content::new(i.to_string()), 1);
+                Ok(object)
+            }),
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome.map(|o| values(&o)));
+            }),
+        );
+    }
+    let refused = key(4, "", "empty-bucket");
+    let tx2 = tx.clone();
+    engine.update_then(
+        &refused,
+        engine.durability(),
+        Box::new(|stored| Ok(stored.unwrap_or_default())),
+        Box::new(move |outcome| {
+            let _ = tx2.send(outcome.map(|o| values(&o)));
+        }),
+    );
+    drop(tx);
+    let answers: Vec<_> = rx.iter().collect();
+    assert_eq!(answers.len() as u64, UPDATES + 1, "one answer per update");
+    assert_eq!(
+        answers.iter().filter(|a| a.is_err()).count(),
+        1,
+        "only the empty bucket is refused"
+    );
+    let last = engine.get(&k).unwrap().expect("written");
+    assert_eq!(values(&last), vec![(UPDATES - 1).to_string()]);
+    assert_eq!(last.clock().get(&actor(1)), UPDATES);
 }
 
 /// An update whose function fails, panics or returns an oversized object stores nothing.

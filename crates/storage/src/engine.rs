@@ -21,6 +21,9 @@ use crate::options::{Durability, Limits};
 /// and returns the object to store, or an error that aborts the update.
 pub type UpdateFn = Box<dyn FnOnce(Option<VersionedObject>) -> Result<VersionedObject> + Send>;
 
+/// Receives the outcome of [`Engine::update_then`].
+pub type UpdateDone = Box<dyn FnOnce(Result<VersionedObject>) + Send>;
+
 /// A local persistence engine: objects by key, hints, and node metadata.
 ///
 /// Implementations: [`MemoryEngine`](crate::MemoryEngine) (the reference) and
@@ -74,6 +77,15 @@ pub trait Engine: Send + Sync + 'static {
         durability: Durability,
         f: UpdateFn,
     ) -> Result<VersionedObject>;
+
+    /// [`Engine::update_with`] without waiting: the outcome goes to `done`, exactly once, possibly
+    /// on another thread (the group-commit writer). Async callers use this to await a commit
+    /// without parking a thread. The default runs `update_with` on the calling thread and then
+    /// calls `done`; adapters with a writer thread override it. `done` must be quick and must not
+    /// call back into the engine.
+    fn update_then(&self, key: &ObjectKey, durability: Durability, f: UpdateFn, done: UpdateDone) {
+        done(self.update_with(key, durability, f));
+    }
 
     /// Objects of partition `p` in (bucket, key) order, starting after `after` (exclusive; it
     /// must be a key of `p`, normally the last key of the previous page), at most `limit`.

@@ -19,7 +19,7 @@ use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS};
 pub use self::writer::WriterStats;
 use self::writer::{Writer, WriterConfig};
 use crate::codec;
-use crate::engine::{Engine, UpdateFn, call_update};
+use crate::engine::{Engine, UpdateDone, UpdateFn, call_update};
 use crate::error::{Error, Result};
 use crate::object::{Entry, Hint, HintRecord, ObjectKey, VersionedObject, check_object};
 use crate::options::{Durability, Limits, Options, check_meta_name};
@@ -176,28 +176,29 @@ impl Engine for RedbEngine {
         f: UpdateFn,
     ) -> Result<VersionedObject> {
         key.check(&self.options.limits)?;
-        let limits = self.options.limits;
-        let key = key.clone();
-        let encoded = keys::encode(&key);
-        self.writer.run(durability, move |batch| {
-            let table = batch.objects()?;
-            let stored = table
-                .get(encoded.as_slice())?
-                .map(|value| value.value().to_vec());
-            let current = match &stored {
-                Some(bytes) => Some(decode_object(&key, bytes)?),
-                None => None,
-            };
-            let updated = call_update(f, current)?;
-            check_object(&limits, &updated)?;
-            let bytes = codec::encode(&updated, || format!("object {key}"))?;
-            // An update that changes nothing (say, a replica re-sending a version already
-            // merged) writes nothing.
-            if stored.as_deref() != Some(bytes.as_slice()) {
-                table.insert(encoded.as_slice(), bytes.as_slice())?;
+        let job = update_job(&self.options.limits, key, f);
+        self.writer.run(durability, job)
+    }
+
+    fn update_then(&self, key: &ObjectKey, durability: Durability, f: UpdateFn, done: UpdateDone) {
+        if let Err(e) = key.check(&self.options.limits) {
+            return done(Err(e));
+        }
+        let job = update_job(&self.options.limits, key, f);
+        // `done` moves into the writer's reply; if queueing fails the job (and `done` with it)
+        // is dropped, so answer through a shared slot instead.
+        let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(done)));
+        let reply = std::sync::Arc::clone(&slot);
+        let queued = self.writer.run_then(durability, job, move |answer| {
+            if let Some(done) = reply.lock().take() {
+                done(answer);
             }
-            Ok(updated)
-        })
+        });
+        if let Err(e) = queued
+            && let Some(done) = slot.lock().take()
+        {
+            done(Err(e));
+        }
     }
 
     fn scan_partition(
@@ -418,6 +419,37 @@ fn remove_index_entries_of(txn: &redb::WriteTransaction, id: u64) -> Result<()> 
         index.remove((owner.as_str(), id))?;
     }
     Ok(())
+}
+
+/// The writer-thread half of an update: read the stored object, apply `f`, check the limits and
+/// store the result (unless it is unchanged).
+fn update_job(
+    limits: &Limits,
+    key: &ObjectKey,
+    f: UpdateFn,
+) -> impl FnOnce(&mut writer::Batch<'_>) -> Result<VersionedObject> + Send + 'static {
+    let limits = *limits;
+    let key = key.clone();
+    let encoded = keys::encode(&key);
+    move |batch| {
+        let table = batch.objects()?;
+        let stored = table
+            .get(encoded.as_slice())?
+            .map(|value| value.value().to_vec());
+        let current = match &stored {
+            Some(bytes) => Some(decode_object(&key, bytes)?),
+            None => None,
+        };
+        let updated = call_update(f, current)?;
+        check_object(&limits, &updated)?;
+        let bytes = codec::encode(&updated, || format!("object {key}"))?;
+        // An update that changes nothing (say, a replica re-sending a version already merged)
+        // writes nothing.
+        if stored.as_deref() != Some(bytes.as_slice()) {
+            table.insert(encoded.as_slice(), bytes.as_slice())?;
+        }
+        Ok(updated)
+    }
 }
 
 #[cfg(test)]

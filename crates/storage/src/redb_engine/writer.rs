@@ -192,6 +192,19 @@ impl Writer {
         F: FnOnce(&mut Batch<'_>) -> Result<T> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::<Result<T>>();
+        self.run_then(durability, f, move |answer| reply_tx.send(answer))?;
+        reply_rx.wait().ok_or(Error::Closed)?
+    }
+
+    /// Like [`Writer::run`], but instead of waiting, hands the answer to `done` on the writer
+    /// thread once the batch is committed. Returns `Err` (and never calls `done`) only when the
+    /// job could not be queued; blocks while the queue is full (back pressure).
+    pub(crate) fn run_then<T, F, D>(&self, durability: Durability, f: F, done: D) -> Result<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<T> + Send + 'static,
+        D: FnOnce(Result<T>) + Send + 'static,
+    {
         let apply: ApplyFn = Box::new(move |batch: &mut Batch<'_>| {
             let outcome = batch.check().and_then(|()| f(batch));
             if let Err(err) = &outcome
@@ -204,11 +217,10 @@ impl Writer {
                     (Err(batch_err), _) => Err(batch_err),
                     (Ok(()), outcome) => outcome,
                 };
-                reply_tx.send(answer);
+                done(answer);
             })
         });
-        self.submit(Job { durability, apply })?;
-        reply_rx.wait().ok_or(Error::Closed)?
+        self.submit(Job { durability, apply })
     }
 
     /// Makes every write acknowledged so far durable (one fsync if anything is unflushed).
