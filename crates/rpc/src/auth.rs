@@ -195,9 +195,21 @@ mod tests {
         ClusterAuth::new(name, secret.as_bytes().to_vec()).unwrap()
     }
 
+    /// Runs both sides; each side closes its end when it finishes, as a real peer does, so a
+    /// refusal on one side ends the other side's wait.
     async fn handshake(client: ClusterAuth, server: ClusterAuth) -> (Result<()>, Result<()>) {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        tokio::join!(client.connect(&mut a), server.accept(&mut b))
+        let connecting = async move {
+            let result = client.connect(&mut a).await;
+            drop(a);
+            result
+        };
+        let accepting = async move {
+            let result = server.accept(&mut b).await;
+            drop(b);
+            result
+        };
+        tokio::join!(connecting, accepting)
     }
 
     #[tokio::test]
