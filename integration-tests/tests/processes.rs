@@ -45,9 +45,9 @@ const WRITERS: usize = 4;
 /// Upper bound on each writer's writes, so the load ends even if a phase never does.
 const MAX_WRITES_PER_WRITER: u64 = 2_000;
 
-/// Acknowledged writes each phase (before, during and after a fault) waits for: a few hundred
+/// Acknowledged writes each phase (before, during and after a fault) waits for: some hundreds of
 /// keys spread over all 64 partitions, seconds of load on a debug build.
-const ACKS_PER_PHASE: u64 = 150;
+const ACKS_PER_PHASE: u64 = 300;
 
 /// Longest a phase may take to see its acknowledgements. An always-writable cluster with one
 /// node down should take a few seconds; twenty allows for a loaded machine.
@@ -389,6 +389,8 @@ async fn check(client: &Client, log: &WriterLog) -> anyhow::Result<Verdict> {
 struct FaultFigures {
     acked_during_fault: u64,
     hints_during_fault: u64,
+    /// From spawning the killed node again to its answering `/ping` (SIGKILL only).
+    restart_took: Option<Duration>,
     drained_in: Duration,
 }
 
@@ -412,11 +414,13 @@ async fn report(name: &str, cluster: &ProcCluster, log: &WriterLog, f: &FaultFig
     );
     println!(
         "[{name}] acknowledged during the fault {}, hints on the fallbacks at its end {}, hints \
-         stored {} / delivered {} (since each process started), drained {:.1?} after the load",
+         stored {} / delivered {} (since each process started), restart to /ping {}, hints \
+         drained {:.1?} after the load",
         f.acked_during_fault,
         f.hints_during_fault,
         counter(stored),
         counter(delivered),
+        f.restart_took.map_or("-".into(), |d| format!("{d:.1?}")),
         f.drained_in,
     );
 }
@@ -470,13 +474,16 @@ async fn a_node_killed_during_writes_and_restarted_loses_no_acknowledged_write()
     cluster.kill(VICTIM)?;
     let acked_during_fault = load.reach(ACKS_PER_PHASE, "with n2 dead").await?;
     let hints_during_fault = hints_pending_on(&cluster, &survivors(&cluster)).await?;
+    let restarting = Instant::now();
     cluster.restart(VICTIM).await?;
+    let restart_took = Some(restarting.elapsed());
     load.reach(ACKS_PER_PHASE, "after the restart").await?;
     let log = load.finish().await?;
     let drained_in = wait_for_hints_to_drain(&cluster).await?;
     let figures = FaultFigures {
         acked_during_fault,
         hints_during_fault,
+        restart_took,
         drained_in,
     };
     let verdict = check(&client, &log).await?;
@@ -503,6 +510,7 @@ async fn a_node_frozen_during_writes_loses_no_acknowledged_write() -> anyhow::Re
     let figures = FaultFigures {
         acked_during_fault,
         hints_during_fault,
+        restart_took: None,
         drained_in,
     };
     let verdict = check(&client, &log).await?;
