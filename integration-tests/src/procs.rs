@@ -47,6 +47,10 @@ pub const MAX_HTTP_RESPONSE: u64 = 4 * 1024 * 1024;
 /// machine, so a second attempt almost always succeeds; five is generous.
 pub const PORT_ATTEMPTS: usize = 5;
 
+/// The nodes' log filter: start-up, peers marked down or up, handoff warnings, without the
+/// per-request noise of `debug` (whatever `RUST_LOG` the test runs under).
+const NODE_LOG_FILTER: &str = "info";
+
 /// Log lines a failing node start shows.
 const LOG_LINES_ON_ERROR: usize = 20;
 
@@ -204,11 +208,17 @@ impl ProcCluster {
             .create(true)
             .append(true)
             .open(&node.log_path)?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        for field in dynamo_node::config::ENV_FIELDS {
+            // The file alone configures the node: a DYNAMO_* variable of the test's environment
+            // would silently override it.
+            command.env_remove(format!("DYNAMO_{}", field.to_ascii_uppercase()));
+        }
+        let child = command
             .arg("server")
             .arg("--config")
             .arg(&node.config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", NODE_LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -316,15 +326,6 @@ impl ProcCluster {
         let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Counts the lines of node `i`'s log that contain `needle`.
-    pub fn log_count(&self, i: usize, needle: &str) -> usize {
-        let Ok(node) = self.node(i) else {
-            return 0;
-        };
-        let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
-        text.lines().filter(|l| l.contains(needle)).count()
     }
 }
 
