@@ -149,5 +149,82 @@ impl Metrics {
             "Vector clock entries pruned",
             self.clock_entries_pruned.clone(),
         );
+        registry.register(
+            "dynamo_storage_commit_latency_seconds",
+            "Local storage write latency, including the group-commit fsync",
+            self.storage_commit_latency.clone(),
+        );
+        registry.register(
+            "dynamo_hints_stored",
+            "Hints stored as a fallback",
+            self.hints_stored.clone(),
+        );
+        registry.register(
+            "dynamo_hints_delivered",
+            "Hints handed off to their owner",
+            self.hints_delivered.clone(),
+        );
+        registry.register(
+            "dynamo_hints_pending",
+            "Hints waiting for their owner",
+            self.hints_pending.clone(),
+        );
+        registry.register(
+            "dynamo_nodes_marked_down",
+            "Peers marked down by this node's failure detector",
+            self.nodes_marked_down.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_exported() {
+        let metrics = Metrics::default();
+        metrics.hints_stored.inc();
+        // Families print nothing until they have a series.
+        metrics
+            .requests
+            .get_or_create(&OpLabels {
+                op: "get",
+                outcome: "ok",
+            })
+            .inc();
+        metrics
+            .latency
+            .get_or_create(&OpOnly { op: "get" })
+            .observe(0.001);
+        metrics
+            .quorum_failures
+            .get_or_create(&OpOnly { op: "get" })
+            .inc();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for name in [
+            "dynamo_requests",
+            "dynamo_request_latency_seconds",
+            "dynamo_quorum_failures",
+            "dynamo_siblings_per_read",
+            "dynamo_forwarded",
+            "dynamo_read_repairs",
+            "dynamo_background_write_failures",
+            "dynamo_clock_entries_pruned",
+            "dynamo_storage_commit_latency_seconds",
+            "dynamo_hints_stored",
+            "dynamo_hints_delivered",
+            "dynamo_hints_pending",
+            "dynamo_nodes_marked_down",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not exported"
+            );
+        }
+        assert!(text.contains("dynamo_hints_stored_total 1"), "{text}");
     }
 }
