@@ -23,6 +23,7 @@ pub mod checker;
 pub mod clock;
 pub mod cluster;
 pub mod control;
+pub mod kv679;
 pub mod nemesis;
 pub mod net;
 pub mod rng;

@@ -95,10 +95,8 @@ impl Harness {
             for (fault, done) in self.control.take() {
                 self.executor
                     .execute(&mut self.sim, &self.cluster, &fault)?;
-                self.recorder.log(format!(
-                    "{:>7} nemesis {fault}",
-                    self.sim.elapsed().as_millis()
-                ));
+                self.recorder
+                    .log_at(self.sim.elapsed(), format!("nemesis {fault}"));
                 // The client may have given up waiting; the fault happened all the same.
                 let _ = done.send(());
             }
@@ -185,6 +183,8 @@ pub struct RunReport {
     pub wall_time: Duration,
     /// Digest of the history and results: the same seed must give the same digest.
     pub digest: u64,
+    /// The history, one line per client operation, fault and final read.
+    pub history: Vec<String>,
 }
 
 impl RunReport {
@@ -349,5 +349,6 @@ pub fn run_seed(config: &SimConfig) -> Result<RunReport> {
         sim_time,
         wall_time: started.elapsed(),
         digest: recorder.digest(),
+        history: recorder.lines(),
     })
 }

@@ -77,7 +77,12 @@ pub struct Convergence {
 impl Recorder {
     /// Appends a line to the history, stamped with the simulated time.
     pub fn log(&self, line: impl AsRef<str>) {
-        let at = now().as_millis();
+        self.log_at(now(), line);
+    }
+
+    /// Appends a line stamped with `at` (for the driver, which runs outside any host).
+    pub fn log_at(&self, at: Duration, line: impl AsRef<str>) {
+        let at = at.as_millis();
         self.log.lock().push(format!("{at:>7} {}", line.as_ref()));
     }
 
