@@ -101,6 +101,12 @@ impl SimNode {
         self.disk.lock().epoch
     }
 
+    /// Hints waiting on the node's disk for their owner.
+    pub fn hints_pending(&self) -> u64 {
+        let engine = Arc::clone(&self.disk.lock().engine);
+        engine.hint_count().unwrap_or(0)
+    }
+
     /// Hints stored and hints delivered, summed over every incarnation of the node.
     pub fn hint_counts(&self) -> (u64, u64) {
         self.incarnations.lock().iter().fold((0, 0), |(s, d), m| {
@@ -125,6 +131,9 @@ pub struct Cluster {
 impl Cluster {
     /// `size` nodes named `n1`.. with the given bucket overrides.
     pub fn new(size: usize, buckets: BTreeMap<Vec<u8>, BucketProps>) -> Result<Arc<Cluster>> {
+        if size == 0 {
+            return Err(Error::Setup("a cluster needs at least one node".into()));
+        }
         let ids = (1..=size)
             .map(|i| NodeId::new(format!("n{i}")))
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -187,6 +196,11 @@ impl Cluster {
             let (ns, nd) = n.hint_counts();
             (s + ns, d + nd)
         })
+    }
+
+    /// Hints still waiting on any node's disk.
+    pub fn hints_pending(&self) -> u64 {
+        self.nodes.iter().map(|n| n.hints_pending()).sum()
     }
 
     /// Adds every node to `sim` as a host running [`serve`]. A bounced host runs it again with the

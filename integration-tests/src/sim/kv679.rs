@@ -17,7 +17,7 @@ use std::time::Duration;
 use dynamo_coordinator::{
     DeleteRequest, GetRequest, GetResponse, PutRequest, PutResponse, Quorum, Replicas,
 };
-use dynamo_ring::NodeId;
+use dynamo_ring::{NodeId, PreferenceList};
 use dynamo_rpc::PeerPool;
 use dynamo_storage::{Content, ObjectKey};
 use dynamo_versioning::Context;
@@ -52,6 +52,14 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     } else {
         Err(Error::Check(what()))
     }
+}
+
+/// The `i`-th primary of a preference list.
+fn replica(pl: &PreferenceList, i: usize) -> Result<NodeId> {
+    pl.primaries()
+        .get(i)
+        .cloned()
+        .ok_or_else(|| Error::Setup(format!("the key has no primary #{i}")))
 }
 
 /// The live values of a read, sorted.
@@ -152,7 +160,7 @@ pub fn wiped_node(seed: u64) -> Result<()> {
     run_script(seed, 3, |s| async move {
         let key = "wiped";
         let pl = s.cluster.preference_list(KV679_BUCKET, key);
-        let (a, b) = (pl.primaries()[0].clone(), pl.primaries()[1].clone());
+        let (a, b) = (replica(&pl, 0)?, replica(&pl, 1)?);
         let v1 = s.put(&a, key, "v1", Context::empty(), Quorum::All).await?;
         s.put(&a, key, "v2", v1.object.context(), Quorum::All)
             .await?;
@@ -201,8 +209,12 @@ pub fn late_tombstone(seed: u64, blind: bool) -> Result<()> {
     run_script(seed, 4, move |s| async move {
         let key = if blind { "late-blind" } else { "late" };
         let pl = s.cluster.preference_list(KV679_BUCKET, key);
-        let [a, b, c] = [0, 1, 2].map(|i| pl.primaries()[i].clone());
-        let f = pl.fallbacks()[0].clone();
+        let (a, b, c) = (replica(&pl, 0)?, replica(&pl, 1)?, replica(&pl, 2)?);
+        let f = pl
+            .fallbacks()
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Setup("the key has no fallback".into()))?;
         let name = |n: &NodeId| n.to_string();
         s.put(&a, key, "v1", Context::empty(), Quorum::All).await?;
 

@@ -84,12 +84,13 @@ pub fn plan(rng: &mut SimRng, names: &[String], heal_at: Duration, mix: FaultMix
     if mix.skew {
         kinds.push(5);
     }
-    while t + EPISODE_MS.0 < end && !kinds.is_empty() {
-        let kind = kinds[rng.index(kinds.len())];
+    while t + EPISODE_MS.0 < end {
+        let (Some(&kind), Some(node)) = (rng.pick(&kinds), rng.pick(names).cloned()) else {
+            break;
+        };
         let length = rng.between(EPISODE_MS.0, EPISODE_MS.1).min(end - t);
         let at = Duration::from_millis(t);
         let until = Duration::from_millis(t + length);
-        let node = names[rng.index(names.len())].clone();
         let others: Vec<String> = names.iter().filter(|n| **n != node).cloned().collect();
         match kind {
             0 => {

@@ -44,6 +44,11 @@ impl SimRng {
         usize::try_from(self.below(len as u64)).unwrap_or(0)
     }
 
+    /// A random element of `items` (`None` when empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        items.get(self.index(items.len()))
+    }
+
     /// True with probability `percent`/100.
     pub fn percent(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -88,6 +93,8 @@ mod tests {
         }
         assert_eq!(r.below(0), 0);
         assert_eq!(r.between(4, 2), 4);
+        assert_eq!(r.pick::<u8>(&[]), None);
+        assert_eq!(r.pick(&[9]), Some(&9));
         let mut v: Vec<u32> = (0..20).collect();
         r.shuffle(&mut v);
         let mut sorted = v.clone();

@@ -175,6 +175,8 @@ pub struct RunReport {
     pub hints_stored: u64,
     /// Hints handed off to their owners.
     pub hints_delivered: u64,
+    /// Hints still on a fallback's disk when the run ended (a wipe also discards hints).
+    pub hints_pending: u64,
     /// Whether and when the replicas converged after the heal.
     pub convergence: Option<Convergence>,
     /// Simulated time of the whole run.
@@ -232,7 +234,7 @@ impl RunReport {
         format!(
             "seed {} nodes {} | sets: attempted {} acked {} lost {} recovered {} unexpected {} \
              | puts: attempted {} acked {} lost {} recovered {} | lww: acked {} lost {} \
-             | hints stored {} delivered {} | converged {converged} after heal \
+             | hints stored {} delivered {} pending {} | converged {converged} after heal \
              | sim {} ms wall {} ms | digest {:016x}",
             c.seed,
             c.nodes,
@@ -249,6 +251,7 @@ impl RunReport {
             self.lww.lost.len(),
             self.hints_stored,
             self.hints_delivered,
+            self.hints_pending,
             self.sim_time.as_millis(),
             self.wall_time.as_millis(),
             self.digest,
@@ -345,6 +348,7 @@ pub fn run_seed(config: &SimConfig) -> Result<RunReport> {
         puts: verdict(PUTS_BUCKET),
         hints_stored,
         hints_delivered,
+        hints_pending: cluster.hints_pending(),
         convergence: recorder.convergence(),
         sim_time,
         wall_time: started.elapsed(),

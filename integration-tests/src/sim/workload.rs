@@ -178,9 +178,8 @@ pub struct ClientSetup {
 }
 
 impl ClientSetup {
-    fn pick_node(&self, rng: &mut SimRng) -> NodeId {
-        let nodes = &self.cluster.nodes;
-        nodes[rng.index(nodes.len())].id.clone()
+    fn pick_node(&self, rng: &mut SimRng) -> Option<NodeId> {
+        rng.pick(&self.cluster.nodes).map(|n| n.id.clone())
     }
 }
 
@@ -204,7 +203,9 @@ pub async fn set_client(setup: ClientSetup) {
             LWW_BUCKET
         };
         let key = format!("s{}", rng.below(setup.set_keys));
-        let node = setup.pick_node(&mut rng);
+        let Some(node) = setup.pick_node(&mut rng) else {
+            return;
+        };
         let read = GetRequest {
             timeout_ms: timeout_ms(),
             ..GetRequest::new(bucket, key.as_str())
@@ -255,7 +256,9 @@ pub async fn put_client(setup: ClientSetup) {
         counter += 1;
         let key = format!("p{}-{counter}", setup.id);
         let new = element(setup.id, counter);
-        let node = setup.pick_node(&mut rng);
+        let Some(node) = setup.pick_node(&mut rng) else {
+            return;
+        };
         setup.recorder.attempt(PUTS_BUCKET, &key, new);
         let value = encode_set(&[new].into_iter().collect());
         let put = PutRequest {
@@ -292,7 +295,9 @@ async fn read_all(
 ) -> Result<GetResponse, String> {
     let mut last = String::from("not tried");
     for _ in 0..FINAL_READ_TRIES {
-        let node = cluster.nodes[rng.index(cluster.nodes.len())].id.clone();
+        let Some(node) = rng.pick(&cluster.nodes).map(|n| n.id.clone()) else {
+            break;
+        };
         let read = GetRequest {
             r: Quorum::All,
             timeout_ms: timeout_ms(),
