@@ -134,7 +134,8 @@ fn the_same_seed_replays_the_same_history() {
     assert_eq!(
         first.digest,
         second.digest,
-        "seed {REPLAY_SEED} did not replay the same history; rerun: {}",
+        "seed {REPLAY_SEED} did not replay the same history (real time leaked into the \
+         simulation: see the sim module's doc on tarpc deadlines); rerun: {}",
         rerun_command(REPLAY_SEED)
     );
 }

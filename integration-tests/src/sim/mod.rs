@@ -15,9 +15,11 @@
 //!
 //! Not here: real processes and hosts (other integration tests), membership changes (the ring is
 //! fixed), and anti-entropy (replicas converge through hinted handoff and read repair alone).
-//! Determinism holds as far as the code under test uses simulated time: tarpc computes request
-//! deadlines from the real clock, so a deadline can in rare cases land one simulated
-//! millisecond apart between two runs of the same seed.
+//! Determinism: every choice comes from the seed and all time is simulated, except one leak in
+//! the code under test. The rpc crate's `PeerPool` sets tarpc's request deadline from the real
+//! clock (`std::time::Instant`), and tarpc turns the remaining real time into a simulated timer,
+//! so when the machine is busy a deadline can fire a simulated millisecond early and a run can
+//! diverge. `the_same_seed_replays_the_same_history` in `tests/simulation.rs` checks this.
 
 pub mod checker;
 pub mod clock;
