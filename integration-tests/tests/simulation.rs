@@ -116,9 +116,10 @@ impl Totals {
     }
 }
 
-/// A seed with every kind of fault in its schedule on a five-node cluster (checked below), so the
-/// determinism check covers crashes, partitions and handoff.
-const REPLAY_SEED: u64 = 3;
+/// A five-node seed whose schedule has clock skew, two crashes and a one-way partition, and whose
+/// run stores hints (checked below), so the determinism check covers crashes, partitions and
+/// handoff.
+const REPLAY_SEED: u64 = 53;
 
 #[test]
 fn the_same_seed_replays_the_same_history() {

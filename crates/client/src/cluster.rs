@@ -164,6 +164,7 @@ pub(crate) fn spawn_refresher(
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
                 _ = wake.notified() => {}
@@ -176,6 +177,7 @@ pub(crate) fn spawn_refresher(
             }
             drop(inner);
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(MIN_REFRESH_GAP) => {}
             }

@@ -28,6 +28,7 @@ impl<R: Replicas> Coordinator<R> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    biased;
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => probe.probe_down_peers().await,
                 }
@@ -39,6 +40,7 @@ impl<R: Replicas> Coordinator<R> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         if let Err(e) = handoff.hand_off_hints().await {

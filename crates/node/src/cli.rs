@@ -349,6 +349,7 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
+        biased;
         _ = ctrl_c => tracing::info!("Ctrl-C received, stopping"),
         _ = term => tracing::info!("SIGTERM received, stopping"),
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
@@ -25,6 +25,10 @@ use crate::transport::{Connector, framed};
 /// How long dialling and authenticating a peer may take. Loopback and LAN peers answer in
 /// microseconds; a second means the peer is down or overloaded.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Extra time granted to tarpc's wall-clock deadline beyond the caller's timeout, so the
+/// caller's (runtime-timer) timeout always decides first.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// Connections to other nodes.
 pub struct PeerPool<C> {
@@ -117,14 +121,24 @@ impl<C: Connector> PeerPool<C> {
     {
         let client = self.client(node).await?;
         let mut ctx = tarpc::context::current();
-        ctx.deadline = Instant::now() + timeout;
-        match f(client, ctx).await {
+        // The caller's wait is enforced by the runtime's timer below; tarpc's own deadline (which
+        // the server also honours) gets a grace period so it never fires first. It is taken from
+        // the runtime's clock, not the OS clock: tarpc turns it into runtime timers, and under a
+        // simulated (paused) clock the two differ, which would leak real time into a simulation.
+        ctx.deadline = std::time::Instant::now() + timeout + DEADLINE_GRACE;
+        let timed_out = || Error::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let outcome = match tokio::time::timeout(timeout, f(client, ctx)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.evict(node);
+                return Err(timed_out());
+            }
+        };
+        match outcome {
             Ok(value) => Ok(value),
             Err(RpcError::DeadlineExceeded) => {
                 self.evict(node);
-                Err(Error::Timeout(
-                    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                ))
+                Err(timed_out())
             }
             Err(RpcError::Server(e)) => Err(Error::Internal(format!("{node}: {e}"))),
             Err(e) => {

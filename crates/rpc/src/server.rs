@@ -61,6 +61,7 @@ impl<R: Replicas> NodeServer<R> {
         let auth = Arc::new(auth);
         loop {
             let accepted = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
@@ -95,6 +96,7 @@ impl<R: Replicas> NodeServer<R> {
                         tokio::spawn(request);
                     });
                 tokio::select! {
+                    biased;
                     _ = requests => {}
                     _ = shutdown.cancelled() => {}
                 }

@@ -1,52 +1,68 @@
-//! A small seeded random number generator (SplitMix64), so every choice a simulation makes comes
-//! from its seed and nothing else.
+//! Seeded randomness for the simulation, so every choice a run makes comes from its seed and
+//! nothing else. A thin facade over `rand`'s ChaCha8 generator with the few draws the nemesis
+//! and the workload need.
 
-/// SplitMix64: tiny, fast, and good enough to pick faults and keys.
-#[derive(Clone, Debug)]
+use rand::rngs::ChaCha8Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, RngExt, SeedableRng};
+
+/// A seeded generator.
+#[derive(Debug)]
 pub struct SimRng {
-    state: u64,
+    inner: ChaCha8Rng,
 }
 
 impl SimRng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> SimRng {
-        SimRng { state: seed }
+        SimRng {
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// A generator for a sub-stream (a client, the nemesis) derived from `seed` and `stream`, so
     /// adding a client does not shift the choices of the others.
     pub fn derive(seed: u64, stream: u64) -> SimRng {
-        let mut base = SimRng::new(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
-        SimRng::new(base.next_u64())
+        let mut inner = ChaCha8Rng::seed_from_u64(seed);
+        inner.set_stream(stream);
+        SimRng { inner }
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
+        if n == 0 {
+            0
+        } else {
+            self.inner.random_range(0..n)
+        }
     }
 
     /// A number in `lo..=hi` (`lo` when the range is empty).
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo).saturating_add(1))
+        if hi <= lo {
+            lo
+        } else {
+            self.inner.random_range(lo..=hi)
+        }
     }
 
     /// An index into a slice of length `len` (0 when empty).
     pub fn index(&mut self, len: usize) -> usize {
-        usize::try_from(self.below(len as u64)).unwrap_or(0)
+        if len == 0 {
+            0
+        } else {
+            self.inner.random_range(0..len)
+        }
     }
 
     /// A random element of `items` (`None` when empty).
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        items.get(self.index(items.len()))
+        items.choose(&mut self.inner)
     }
 
     /// True with probability `percent`/100.
@@ -54,12 +70,9 @@ impl SimRng {
         self.below(100) < percent
     }
 
-    /// Shuffles `items` in place (Fisher-Yates).
+    /// Shuffles `items` in place.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.index(i + 1);
-            items.swap(i, j);
-        }
+        items.shuffle(&mut self.inner);
     }
 }
 
