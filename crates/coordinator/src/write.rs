@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::api::{DeleteRequest, DeleteResponse, GetRequest, PutRequest, PutResponse, ReplicaPut};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::props::{BucketProps, Quorum};
 use crate::quorum::{Verdict, WriteReply, WriteTally};
 use crate::replicas::Replicas;
 use crate::targets::Target;
@@ -22,6 +23,17 @@ struct WriteQuorum {
     w: u8,
     dw: u8,
     pw: u8,
+}
+
+impl WriteQuorum {
+    /// The request's quorums against the bucket's N, its own settings standing for `Default`.
+    fn resolve(props: &BucketProps, w: Quorum, dw: Quorum, pw: Quorum) -> Result<WriteQuorum> {
+        Ok(WriteQuorum {
+            w: w.resolve(props.n_val, props.w, "w")?,
+            dw: dw.resolve(props.n_val, props.dw, "dw")?,
+            pw: pw.resolve(props.n_val, props.pw, "pw")?,
+        })
+    }
 }
 
 impl<R: Replicas> Coordinator<R> {
@@ -42,11 +54,7 @@ impl<R: Replicas> Coordinator<R> {
             .limits()
             .check_value(&request.content.value)?;
         let props = self.bucket_props(&request.bucket);
-        let quorum = WriteQuorum {
-            w: request.w.resolve(props.n_val, props.w, "w")?,
-            dw: request.dw.resolve(props.n_val, props.dw, "dw")?,
-            pw: request.pw.resolve(props.n_val, props.pw, "pw")?,
-        };
+        let quorum = WriteQuorum::resolve(&props, request.w, request.dw, request.pw)?;
         let timeout = self.timeout(request.timeout_ms);
         let pl = self.preference_list(&request.bucket, &request.key, props.n_val);
         if !pl.primaries().contains(&self.inner.me) && !request.forwarded {
@@ -79,23 +87,11 @@ impl<R: Replicas> Coordinator<R> {
     async fn delete_inner(&self, request: DeleteRequest) -> Result<DeleteResponse> {
         self.check_key(&request.bucket, &request.key)?;
         let props = self.bucket_props(&request.bucket);
-        let quorum = WriteQuorum {
-            w: request.w.resolve(props.n_val, props.w, "w")?,
-            dw: request.dw.resolve(props.n_val, props.dw, "dw")?,
-            pw: request.pw.resolve(props.n_val, props.pw, "pw")?,
-        };
+        let quorum = WriteQuorum::resolve(&props, request.w, request.dw, request.pw)?;
         let timeout = self.timeout(request.timeout_ms);
         let pl = self.preference_list(&request.bucket, &request.key, props.n_val);
         if !pl.primaries().contains(&self.inner.me) && !request.forwarded {
-            self.inner.metrics.forwarded.inc();
-            return self
-                .try_primaries(&pl, |to| {
-                    let mut forwarded = request.clone();
-                    forwarded.forwarded = true;
-                    let replicas = std::sync::Arc::clone(&self.inner.replicas);
-                    async move { replicas.forward_delete(&to, forwarded, timeout).await }
-                })
-                .await;
+            return self.forward_delete(&pl, request, timeout).await;
         }
         let (context, existed) = match request.context {
             Some(context) => (context, true),
@@ -138,6 +134,23 @@ impl<R: Replicas> Coordinator<R> {
             forwarded.forwarded = true;
             let replicas = std::sync::Arc::clone(&self.inner.replicas);
             async move { replicas.forward_put(&to, forwarded, timeout).await }
+        })
+        .await
+    }
+
+    /// Sends a delete this node may not coordinate to the first primary that answers.
+    async fn forward_delete(
+        &self,
+        pl: &PreferenceList,
+        request: DeleteRequest,
+        timeout: Duration,
+    ) -> Result<DeleteResponse> {
+        self.inner.metrics.forwarded.inc();
+        self.try_primaries(pl, |to| {
+            let mut forwarded = request.clone();
+            forwarded.forwarded = true;
+            let replicas = std::sync::Arc::clone(&self.inner.replicas);
+            async move { replicas.forward_delete(&to, forwarded, timeout).await }
         })
         .await
     }
