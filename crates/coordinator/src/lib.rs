@@ -11,12 +11,21 @@
 //! causally concurrent version plus one context, then linger briefly to repair stale replicas.
 //! Deletes are writes of tombstones.
 //!
-//! The quorum arithmetic is pure ([`quorum`]); the async driver reaches peers only through the
-//! [`Replicas`] trait, which the rpc crate implements over tarpc and tests implement in-process.
+//! Failures (paper 4.6 and 4.8.3): a local failure detector ([`Health`]) marks peers that do not
+//! answer as down and a background probe marks them up again; requests go to the first N
+//! *healthy* nodes of the preference list ([`sloppy_targets`]), a fallback keeping the write with
+//! a hint naming the primary it replaces; a handoff worker returns hinted writes to their owner
+//! once it answers, deleting a hint only after the owner's durable acknowledgement
+//! ([`Coordinator::spawn_workers`]). PR and PW count primaries only.
 //!
-//! Not here: the network (rpc crate), failure detection, sloppy quorum and hinted handoff (the
-//! failure-handling work plugs into the choice of target replicas), membership changes (the ring is
-//! installed from outside with [`Coordinator::set_ring`]), and anti-entropy.
+//! The quorum arithmetic and the choice of targets are pure ([`quorum`], [`sloppy_targets`]);
+//! the async driver reaches peers only through the [`Replicas`] trait, which the rpc crate
+//! implements over tarpc and tests implement in-process. Wall-clock time comes from an injected
+//! [`Clock`].
+//!
+//! Not here: the network (rpc crate), membership changes (the ring is installed from outside with
+//! [`Coordinator::set_ring`]), Merkle anti-entropy, tombstone reaping (tombstones are kept) and
+//! admission control.
 
 mod api;
 mod buckets;
