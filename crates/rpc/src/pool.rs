@@ -30,12 +30,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// caller's (runtime-timer) timeout always decides first.
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
+/// After a failed dial, further calls to the same peer fail at once for this long instead of
+/// each dialling again. Without it, callers queued behind a dial to a dead peer would each wait
+/// out their own dial in turn, stalling for seconds (the failure detector's probe included).
+/// Shorter than the probe interval, so the probe always gets to dial.
+pub const DIAL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// One peer's connection state.
+#[derive(Default)]
+struct Slot {
+    /// The connected client, if any.
+    client: Option<NodeClient>,
+    /// When the last dial failed.
+    failed_at: Option<tokio::time::Instant>,
+}
+
 /// Connections to other nodes.
 pub struct PeerPool<C> {
     connector: C,
     auth: ClusterAuth,
     addresses: RwLock<BTreeMap<NodeId, String>>,
-    clients: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Option<NodeClient>>>>>,
+    clients: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Slot>>>>,
 }
 
 impl<C: Connector> PeerPool<C> {
@@ -70,16 +85,25 @@ impl<C: Connector> PeerPool<C> {
             .ok_or_else(|| Error::Unreachable(format!("no address known for node {node}")))
     }
 
-    fn slot(&self, node: &NodeId) -> Arc<tokio::sync::Mutex<Option<NodeClient>>> {
+    fn slot(&self, node: &NodeId) -> Arc<tokio::sync::Mutex<Slot>> {
         Arc::clone(self.clients.lock().entry(node.clone()).or_default())
     }
 
-    /// A connected client for `node`, dialling if there is none. Concurrent callers share one dial.
-    async fn client(&self, node: &NodeId) -> Result<NodeClient> {
+    /// A connected client for `node`, dialling if there is none, and whether it was reused from an
+    /// earlier dial. Concurrent callers share one dial.
+    async fn client(&self, node: &NodeId) -> Result<(NodeClient, bool)> {
         let slot = self.slot(node);
         let mut guard = slot.lock().await;
-        if let Some(client) = guard.as_ref() {
-            return Ok(client.clone());
+        if let Some(client) = guard.client.as_ref() {
+            return Ok((client.clone(), true));
+        }
+        if let Some(at) = guard.failed_at
+            && at.elapsed() < DIAL_BACKOFF
+        {
+            return Err(Error::Unreachable(format!(
+                "{node}: the last dial failed {} ms ago",
+                at.elapsed().as_millis()
+            )));
         }
         let addr = self.address(node)?;
         let dial = async {
@@ -96,16 +120,21 @@ impl<C: Connector> PeerPool<C> {
         };
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(Error::Unreachable(format!("{node} at {addr}: {e}"))),
+            Ok(Err(e)) => {
+                guard.failed_at = Some(tokio::time::Instant::now());
+                return Err(Error::Unreachable(format!("{node} at {addr}: {e}")));
+            }
             Err(_) => {
+                guard.failed_at = Some(tokio::time::Instant::now());
                 return Err(Error::Unreachable(format!(
                     "{node} at {addr}: connect timed out"
                 )));
             }
         };
         let client = NodeClient::new(tarpc::client::Config::default(), framed(stream)).spawn();
-        *guard = Some(client.clone());
-        Ok(client)
+        guard.client = Some(client.clone());
+        guard.failed_at = None;
+        Ok((client, false))
     }
 
     /// Forgets the connection to `node` so the next call dials again.
@@ -114,37 +143,49 @@ impl<C: Connector> PeerPool<C> {
     }
 
     /// Runs one call on `node` with a deadline `timeout` from now, mapping transport failures.
-    async fn call<T, F, Fut>(&self, node: &NodeId, timeout: Duration, f: F) -> Result<T>
+    async fn call<T, F, Fut>(&self, node: &NodeId, timeout: Duration, mut f: F) -> Result<T>
     where
-        F: FnOnce(NodeClient, tarpc::context::Context) -> Fut,
+        F: FnMut(NodeClient, tarpc::context::Context) -> Fut,
         Fut: Future<Output = std::result::Result<T, RpcError>>,
     {
-        let client = self.client(node).await?;
-        let mut ctx = tarpc::context::current();
-        // The caller's wait is enforced by the runtime's timer below; tarpc's own deadline (which
-        // the server also honours) gets a grace period so it never fires first. It is taken from
-        // the runtime's clock, not the OS clock: tarpc turns it into runtime timers, and under a
-        // simulated (paused) clock the two differ, which would leak real time into a simulation.
-        ctx.deadline = std::time::Instant::now() + timeout + DEADLINE_GRACE;
+        let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || Error::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        let outcome = match tokio::time::timeout(timeout, f(client, ctx)).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                self.evict(node);
-                return Err(timed_out());
-            }
-        };
-        match outcome {
-            Ok(value) => Ok(value),
-            Err(RpcError::DeadlineExceeded) => {
-                self.evict(node);
-                Err(timed_out())
-            }
-            Err(RpcError::Server(e)) => Err(Error::Internal(format!("{node}: {e}"))),
-            Err(e) => {
-                self.evict(node);
-                Err(Error::Unreachable(format!("{node}: {e}")))
-            }
+        let mut redialled = false;
+        loop {
+            let (client, reused) = self.client(node).await?;
+            let mut ctx = tarpc::context::current();
+            // The caller's wait is enforced by the runtime's timer below; tarpc's own deadline (a
+            // wall-clock instant the server also honours) gets a grace period so it never decides
+            // first: under a simulated clock, wall-clock deadlines would leak real time into the run.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            ctx.deadline = std::time::Instant::now() + left + DEADLINE_GRACE;
+            let outcome = match tokio::time::timeout_at(deadline, f(client, ctx)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.evict(node);
+                    return Err(timed_out());
+                }
+            };
+            return match outcome {
+                Ok(value) => Ok(value),
+                // A pooled connection that turns out to be dead (the peer restarted since it was
+                // dialled): the request was never sent, so dial once more rather than report a
+                // healthy peer as unreachable.
+                Err(RpcError::Shutdown | RpcError::Send(_)) if reused && !redialled => {
+                    self.evict(node);
+                    redialled = true;
+                    continue;
+                }
+                Err(RpcError::DeadlineExceeded) => {
+                    self.evict(node);
+                    Err(timed_out())
+                }
+                Err(RpcError::Server(e)) => Err(Error::Internal(format!("{node}: {e}"))),
+                Err(e) => {
+                    self.evict(node);
+                    Err(Error::Unreachable(format!("{node}: {e}")))
+                }
+            };
         }
     }
 
@@ -171,11 +212,10 @@ impl<C: Connector> PeerPool<C> {
         request: GetRequest,
         timeout: Duration,
     ) -> Result<GetResponse> {
-        self.call(
-            node,
-            timeout,
-            |c, ctx| async move { c.get(ctx, request).await },
-        )
+        self.call(node, timeout, |c, ctx| {
+            let request = request.clone();
+            async move { c.get(ctx, request).await }
+        })
         .await?
     }
 
@@ -186,11 +226,10 @@ impl<C: Connector> PeerPool<C> {
         request: PutRequest,
         timeout: Duration,
     ) -> Result<PutResponse> {
-        self.call(
-            node,
-            timeout,
-            |c, ctx| async move { c.put(ctx, request).await },
-        )
+        self.call(node, timeout, |c, ctx| {
+            let request = request.clone();
+            async move { c.put(ctx, request).await }
+        })
         .await?
     }
 
@@ -201,8 +240,9 @@ impl<C: Connector> PeerPool<C> {
         request: DeleteRequest,
         timeout: Duration,
     ) -> Result<DeleteResponse> {
-        self.call(node, timeout, |c, ctx| async move {
-            c.delete(ctx, request).await
+        self.call(node, timeout, |c, ctx| {
+            let request = request.clone();
+            async move { c.delete(ctx, request).await }
         })
         .await?
     }
@@ -214,8 +254,9 @@ impl<C: Connector> PeerPool<C> {
         bucket: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<Vec<u8>>> {
-        self.call(node, timeout, |c, ctx| async move {
-            c.list_keys(ctx, bucket).await
+        self.call(node, timeout, |c, ctx| {
+            let bucket = bucket.clone();
+            async move { c.list_keys(ctx, bucket).await }
         })
         .await?
     }
@@ -227,8 +268,9 @@ impl<C: Connector> PeerPool<C> {
         bucket: Vec<u8>,
         timeout: Duration,
     ) -> Result<BucketProps> {
-        self.call(node, timeout, |c, ctx| async move {
-            c.bucket_props(ctx, bucket).await
+        self.call(node, timeout, |c, ctx| {
+            let bucket = bucket.clone();
+            async move { c.bucket_props(ctx, bucket).await }
         })
         .await
     }
@@ -241,8 +283,9 @@ impl<C: Connector> PeerPool<C> {
         props: BucketProps,
         timeout: Duration,
     ) -> Result<()> {
-        self.call(node, timeout, |c, ctx| async move {
-            c.set_bucket_props(ctx, bucket, props).await
+        self.call(node, timeout, |c, ctx| {
+            let (bucket, props) = (bucket.clone(), props.clone());
+            async move { c.set_bucket_props(ctx, bucket, props).await }
         })
         .await?
     }
@@ -266,15 +309,17 @@ impl<C: Connector> Replicas for PeerPool<C> {
         timeout: Duration,
     ) -> Result<Option<VersionedObject>> {
         let key = key.clone();
-        self.call(to, timeout, |c, ctx| async move {
-            c.replica_get(ctx, key).await
+        self.call(to, timeout, |c, ctx| {
+            let key = key.clone();
+            async move { c.replica_get(ctx, key).await }
         })
         .await?
     }
 
     async fn put(&self, to: &NodeId, put: ReplicaPut, timeout: Duration) -> Result<bool> {
-        self.call(to, timeout, |c, ctx| async move {
-            c.replica_put(ctx, put).await
+        self.call(to, timeout, |c, ctx| {
+            let put = put.clone();
+            async move { c.replica_put(ctx, put).await }
         })
         .await?
     }
@@ -304,8 +349,9 @@ impl<C: Connector> Replicas for PeerPool<C> {
         timeout: Duration,
     ) -> Result<Vec<Vec<u8>>> {
         let bucket = bucket.to_vec();
-        self.call(to, timeout, |c, ctx| async move {
-            c.replica_list_keys(ctx, bucket).await
+        self.call(to, timeout, |c, ctx| {
+            let bucket = bucket.clone();
+            async move { c.replica_list_keys(ctx, bucket).await }
         })
         .await?
     }
@@ -319,8 +365,9 @@ impl<C: Connector> Replicas for PeerPool<C> {
     ) -> Result<()> {
         let bucket = bucket.to_vec();
         let props = props.clone();
-        self.call(to, timeout, |c, ctx| async move {
-            c.replica_set_bucket_props(ctx, bucket, props).await
+        self.call(to, timeout, |c, ctx| {
+            let (bucket, props) = (bucket.clone(), props.clone());
+            async move { c.replica_set_bucket_props(ctx, bucket, props).await }
         })
         .await?
     }
