@@ -17,7 +17,9 @@
 //! - gets, one read transaction per get.
 //!
 //! Adapter figures: `put_local` (read-modify-write of a versioned object) with `Durability::Sync`
-//! from 1 and from 64 threads, and `get` (read transaction plus record decode).
+//! from 1 and from 64 threads, the same write through `update_then` with 64 in flight from one
+//! thread (how a node's async coordinator drives the engine), and `get` (read transaction plus
+//! record decode).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -138,6 +140,48 @@ fn engine_puts(dir: &Path, writers: usize, rows_each: usize) -> Result<(f64, f64
     Ok((rate, stats.writes as f64 / stats.fsyncs.max(1) as f64))
 }
 
+/// Adapter driven the way a node drives it: one thread keeps `in_flight` updates outstanding
+/// through `update_then` (the async path; no thread parks per write), `total` new keys with Sync
+/// durability. Returns (rows/s, writes per fsync).
+fn engine_pipelined_puts(
+    dir: &Path,
+    in_flight: usize,
+    total: usize,
+) -> Result<(f64, f64), BoxError> {
+    let engine = engine(dir)?;
+    let content = Content::new(vec![7u8; VALUE_LEN]);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<dynamo_storage::Result<()>>();
+    let start = Instant::now();
+    let mut outstanding = 0usize;
+    for i in 0..total {
+        if outstanding == in_flight {
+            done_rx.recv()??;
+            outstanding -= 1;
+        }
+        let (key, content, tx) = (object_key(i), content.clone(), done_tx.clone());
+        engine.update_then(
+            &key,
+            Durability::Sync,
+            Box::new(move |stored| {
+                let mut object = stored.unwrap_or_default();
+                object.put(Actor::new(1, 0), &Context::empty(), content, 1);
+                Ok(object)
+            }),
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome.map(|_| ()));
+            }),
+        );
+        outstanding += 1;
+    }
+    for _ in 0..outstanding {
+        done_rx.recv()??;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let stats = engine.writer_stats();
+    engine.close()?;
+    Ok((rate, stats.writes as f64 / stats.fsyncs.max(1) as f64))
+}
+
 /// Slices the get measurement is cut into, alternating raw and adapter, so that load from
 /// other processes hits both sides alike.
 const GET_SLICES: usize = 20;
@@ -235,7 +279,7 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
     let scattered = group_commit_order();
     // Per round: raw serial, raw 64 rows/txn (sequential keys, then the adapter's keys),
     // adapter 1 writer, adapter 64 writers.
-    let mut rounds: Vec<[f64; 6]> = Vec::with_capacity(runs);
+    let mut rounds: Vec<[f64; 8]> = Vec::with_capacity(runs);
     for _ in 0..runs {
         let dir = || tempfile::tempdir_in(base);
         let raw_serial = raw_puts(dir()?.path(), &serial, 1)?;
@@ -243,6 +287,8 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
         let raw_scattered = raw_puts(dir()?.path(), &scattered, WRITERS)?;
         let (one, _) = engine_puts(dir()?.path(), 1, SERIAL_ROWS)?;
         let (group, per_fsync) = engine_puts(dir()?.path(), WRITERS, ROWS_PER_WRITER)?;
+        let (piped, piped_per_fsync) =
+            engine_pipelined_puts(dir()?.path(), WRITERS, WRITERS * ROWS_PER_WRITER)?;
         rounds.push([
             raw_serial,
             raw_sequential,
@@ -250,6 +296,8 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
             one,
             group,
             per_fsync,
+            piped,
+            piped_per_fsync,
         ]);
     }
     let column = |i: usize| rounds.iter().map(|r| r[i]).collect::<Vec<f64>>();
@@ -269,6 +317,11 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
         &mut column(4),
     );
     median("  writes per fsync in its group commits", &mut column(5));
+    median(
+        "RedbEngine update_then, Sync, 64 in flight (/s)",
+        &mut column(6),
+    );
+    median("  writes per fsync in its group commits", &mut column(7));
     median("ratio 1 writer / raw 1 row/txn", &mut ratio(3, 0));
     median(
         "ratio 64 writers / raw 64 rows/txn sequential",
@@ -277,6 +330,14 @@ fn put_rounds(runs: usize, base: &Path) -> Result<(), BoxError> {
     median(
         "ratio 64 writers / raw 64 rows/txn adapter's keys",
         &mut ratio(4, 2),
+    );
+    median(
+        "ratio 64 in flight / raw 64 rows/txn sequential",
+        &mut ratio(6, 1),
+    );
+    median(
+        "ratio 64 in flight / raw 64 rows/txn adapter's keys",
+        &mut ratio(6, 2),
     );
     Ok(())
 }
