@@ -21,6 +21,8 @@ pub const DATA_FILE: &str = "dynamo.redb";
 
 const META_NODE_ID: &str = "node_id";
 const META_EPOCH: &str = "epoch";
+/// Set to 1 by a clean stop (after everything was flushed), to 0 while the node runs.
+const META_CLEAN_STOP: &str = "clean_stop";
 
 /// The coordinator type a node runs.
 pub type NodeCoordinator = Coordinator<PeerPool<TcpConnector>>;
@@ -167,24 +169,34 @@ impl RunningNode {
         self.shutdown.clone()
     }
 
-    /// Stops accepting requests, waits for in-flight work (including background replica writes)
-    /// and flushes storage.
+    /// Stops accepting requests, waits for in-flight work (including background replica writes),
+    /// flushes storage and records the clean stop (so the next start keeps the epoch).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         self.coordinator.drain().await;
         let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || engine.flush()).await??;
+        tokio::task::spawn_blocking(move || {
+            engine.flush()?;
+            engine.set_meta_u64(META_CLEAN_STOP, 1)
+        })
+        .await??;
         tracing::info!(node = %self.id, "node stopped");
         Ok(())
     }
 }
 
 /// Reads (or, for a fresh data directory, records) which node this data belongs to and the
-/// epoch this node writes under. A fresh directory always gets a new random epoch: a node that
-/// lost its data must never reuse the counters of its old incarnation (Riak's kv679), and a
-/// random 32-bit epoch collides with a previous one with probability 2^-32.
+/// epoch this node writes under, and marks the data directory as in use.
+///
+/// The epoch changes whenever the node may have forgotten a dot it issued: a fresh data
+/// directory (the node lost its data: Riak's kv679), and any start after a stop that was not
+/// clean (a crash can lose writes that were acknowledged from the write buffer, or whose
+/// replicas got the version while the local commit never landed). Reusing the epoch then could
+/// mint the same dot twice for two different values, and replicas would keep only one of them.
+/// Epochs are random 32-bit numbers different from the previous one, so two incarnations
+/// collide with probability about 2^-32.
 fn load_identity(engine: &dyn Engine, me: &NodeId) -> anyhow::Result<Actor> {
     match engine.get_meta(META_NODE_ID)? {
         Some(stored) if stored != me.as_str().as_bytes() => bail!(
@@ -194,13 +206,70 @@ fn load_identity(engine: &dyn Engine, me: &NodeId) -> anyhow::Result<Actor> {
         Some(_) => {}
         None => engine.set_meta(META_NODE_ID, me.as_str().as_bytes())?,
     }
-    let epoch = match engine.get_meta_u64(META_EPOCH)? {
-        Some(e) => u32::try_from(e).context("stored epoch is out of range")?,
-        None => {
-            let epoch = rand::random::<u32>().max(1);
+    let previous = match engine.get_meta_u64(META_EPOCH)? {
+        Some(e) => Some(u32::try_from(e).context("stored epoch is out of range")?),
+        None => None,
+    };
+    let clean = engine.get_meta_u64(META_CLEAN_STOP)? == Some(1);
+    let epoch = match previous {
+        Some(epoch) if clean => epoch,
+        _ => {
+            let mut epoch = rand::random::<u32>().max(1);
+            while Some(epoch) == previous {
+                epoch = rand::random::<u32>().max(1);
+            }
+            if previous.is_some() {
+                tracing::warn!(
+                    node = %me,
+                    epoch,
+                    "the last stop was not clean; writing under a new epoch"
+                );
+            }
             engine.set_meta_u64(META_EPOCH, u64::from(epoch))?;
             epoch
         }
     };
+    // Until a clean stop says otherwise, the next start must assume a crash.
+    engine.set_meta_u64(META_CLEAN_STOP, 0)?;
     Ok(Actor::new(me.actor_id(), epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_storage::MemoryEngine;
+
+    use super::*;
+
+    fn n1() -> NodeId {
+        NodeId::new("n1").unwrap()
+    }
+
+    #[test]
+    fn a_clean_stop_keeps_the_epoch_and_a_crash_changes_it() {
+        let engine = MemoryEngine::new();
+        let first = load_identity(&engine, &n1()).unwrap();
+        assert_eq!(first.node, n1().actor_id());
+
+        // A start after a crash (no clean-stop mark): a new epoch.
+        let after_crash = load_identity(&engine, &n1()).unwrap();
+        assert_ne!(after_crash.epoch, first.epoch);
+
+        // A clean stop, then a start: the same epoch.
+        engine.set_meta_u64(META_CLEAN_STOP, 1).unwrap();
+        let after_clean_stop = load_identity(&engine, &n1()).unwrap();
+        assert_eq!(after_clean_stop.epoch, after_crash.epoch);
+        assert_eq!(
+            engine.get_meta_u64(META_CLEAN_STOP).unwrap(),
+            Some(0),
+            "running again"
+        );
+    }
+
+    #[test]
+    fn another_nodes_data_directory_is_refused() {
+        let engine = MemoryEngine::new();
+        load_identity(&engine, &n1()).unwrap();
+        let err = load_identity(&engine, &NodeId::new("n2").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("belongs to node"), "{err}");
+    }
 }
