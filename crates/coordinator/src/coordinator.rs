@@ -111,6 +111,9 @@ pub(crate) struct Inner<R> {
     pub(crate) tasks: TaskTracker,
     pub(crate) started: Instant,
     pub(crate) health: Health,
+    /// Set when a local commit failed after its version had been shared: this node must not
+    /// issue more dots under its epoch until it restarts (and takes a new one).
+    pub(crate) fenced: std::sync::atomic::AtomicBool,
 }
 
 /// Everything a coordinator is built from.
@@ -150,6 +153,7 @@ impl<R: Replicas> Coordinator<R> {
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 health: Health::default(),
+                fenced: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -254,6 +258,41 @@ impl<R: Replicas> Coordinator<R> {
     /// The replicas a request fans out to: the first N healthy nodes (sloppy quorum).
     pub(crate) fn targets(&self, pl: &PreferenceList) -> Vec<Target> {
         sloppy_targets(pl, &self.inner.me, |n| self.inner.health.is_up(n))
+    }
+
+    /// Whether a local commit failed after its version was shared with replicas. A fenced
+    /// coordinator refuses to coordinate writes; the node must restart under a new epoch (its
+    /// stop must not be recorded as clean).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for a coordinator's own local commit and reports it like a replica's answer. A
+    /// failed commit fences the coordinator (see [`Coordinator::is_fenced`]).
+    pub(crate) fn spawn_local_commit(
+        &self,
+        target: Target,
+        local: crate::write::LocalCommit,
+        tx: mpsc::UnboundedSender<(Target, Result<bool>)>,
+    ) {
+        let this = self.clone();
+        let started = Instant::now();
+        self.spawn(async move {
+            let result = match local.await {
+                Ok(Ok(_)) => Ok(this.durable_writes()),
+                Ok(Err(e)) => Err(Error::from(e)),
+                Err(_) => Err(Error::Storage("the storage engine dropped a commit".into())),
+            };
+            this.inner
+                .metrics
+                .storage_commit_latency
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                this.inner.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!(error = %e, "a local commit failed after its version was shared; this node now refuses to coordinate writes until it restarts");
+            }
+            let _ = tx.send((target, result));
+        });
     }
 
     /// This node's failure detector.

@@ -177,9 +177,15 @@ impl RunningNode {
         self.tasks.wait().await;
         self.coordinator.drain().await;
         let engine = Arc::clone(&self.engine);
+        // A fenced coordinator shared versions whose local commit failed: the next start must
+        // take a new epoch, so this stop is not recorded as clean.
+        let clean = !self.coordinator.is_fenced();
         tokio::task::spawn_blocking(move || {
             engine.flush()?;
-            engine.set_meta_u64(META_CLEAN_STOP, 1)
+            if clean {
+                engine.set_meta_u64(META_CLEAN_STOP, 1)?;
+            }
+            Ok::<(), dynamo_storage::Error>(())
         })
         .await??;
         tracing::info!(node = %self.id, "node stopped");

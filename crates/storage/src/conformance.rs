@@ -32,6 +32,7 @@ macro_rules! engine_conformance_tests {
             replica_merge_keeps_concurrent_versions_and_drops_dominated_ones,
             concurrent_updates_lose_nothing,
             update_then_reports_every_outcome_once,
+            update_staged_shows_the_object_before_the_commit_answer,
             a_failed_or_panicking_update_changes_nothing,
             partition_scan_is_ordered_and_pages_with_a_cursor,
             bucket_listing_spans_partitions_and_pages,
@@ -271,6 +272,60 @@ pub fn update_then_reports_every_outcome_once<E: Engine + ?Sized>(engine: &E) {
     let last = engine.get(&k).unwrap().expect("written");
     assert_eq!(values(&last), vec![(UPDATES - 1).to_string()]);
     assert_eq!(last.clock().get(&actor(1)), UPDATES);
+}
+
+/// `update_staged` reports the staged object (what is then committed) before the commit's answer,
+/// and never reports one for an update that is refused.
+pub fn update_staged_shows_the_object_before_the_commit_answer<E: Engine + ?Sized>(engine: &E) {
+    let k = key(5, "staged", "k");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let applied_tx = tx.clone();
+    engine.update_staged(
+        &k,
+        engine.durability(),
+        Box::new(|stored| {
+            let mut object = stored.unwrap_or_default();
+            object.put(actor(1), &Context::empty(), Content::new("v".to_owned()), 1);
+            Ok(object)
+        }),
+        Box::new(move |object| {
+            let _ = applied_tx.send(("applied", Ok(values(object))));
+        }),
+        Box::new(move |outcome| {
+            let _ = tx.send(("done", outcome.map(|o| values(&o))));
+        }),
+    );
+    let first = rx.recv().unwrap();
+    let second = rx.recv().unwrap();
+    assert_eq!(first.0, "applied");
+    assert_eq!(second.0, "done");
+    assert_eq!(first.1.unwrap(), vec!["v".to_owned()]);
+    assert_eq!(second.1.unwrap(), vec!["v".to_owned()]);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let applied_tx = tx.clone();
+    engine.update_staged(
+        &k,
+        engine.durability(),
+        Box::new(|_| Err(Error::Rejected("no".into()))),
+        Box::new(move |_| {
+            let _ = applied_tx.send("applied");
+        }),
+        Box::new(move |outcome| {
+            assert!(outcome.is_err());
+            let _ = tx.send("done");
+        }),
+    );
+    let answers: Vec<&str> = rx.iter().collect();
+    assert_eq!(
+        answers,
+        vec!["done"],
+        "a refused update is never reported as staged"
+    );
+    assert_eq!(
+        values(&engine.get(&k).unwrap().unwrap()),
+        vec!["v".to_owned()]
+    );
 }
 
 /// An update whose function fails, panics or returns an oversized object stores nothing.

@@ -24,6 +24,9 @@ pub type UpdateFn = Box<dyn FnOnce(Option<VersionedObject>) -> Result<VersionedO
 /// Receives the outcome of [`Engine::update_then`].
 pub type UpdateDone = Box<dyn FnOnce(Result<VersionedObject>) + Send>;
 
+/// Receives the object an update is about to commit ([`Engine::update_staged`]).
+pub type AppliedFn = Box<dyn FnOnce(&VersionedObject) + Send>;
+
 /// A local persistence engine: objects by key, hints, and node metadata.
 ///
 /// Implementations: [`MemoryEngine`](crate::MemoryEngine) (the reference) and
@@ -85,6 +88,29 @@ pub trait Engine: Send + Sync + 'static {
     /// call back into the engine.
     fn update_then(&self, key: &ObjectKey, durability: Durability, f: UpdateFn, done: UpdateDone) {
         done(self.update_with(key, durability, f));
+    }
+
+    /// [`Engine::update_then`] that also reports the object as soon as it is computed and staged
+    /// for commit: `applied` runs at most once, before `done`, and only if `f` succeeded and the
+    /// object passed the limits. The commit may still fail afterwards (`done` gets the error): a
+    /// caller that shared the staged object (a coordinator sending it to replicas while its own
+    /// commit runs) must then stop issuing dots under its current epoch. The default commits
+    /// first and reports both afterwards; adapters with a writer thread report earlier.
+    fn update_staged(
+        &self,
+        key: &ObjectKey,
+        durability: Durability,
+        f: UpdateFn,
+        applied: AppliedFn,
+        done: UpdateDone,
+    ) {
+        match self.update_with(key, durability, f) {
+            Ok(object) => {
+                applied(&object);
+                done(Ok(object));
+            }
+            Err(e) => done(Err(e)),
+        }
     }
 
     /// Objects of partition `p` in (bucket, key) order, starting after `after` (exclusive; it

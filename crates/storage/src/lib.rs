@@ -59,7 +59,7 @@ mod options;
 mod redb_engine;
 
 pub use codec::RECORD_VERSION;
-pub use engine::{Engine, EngineExt, UpdateDone, UpdateFn};
+pub use engine::{AppliedFn, Engine, EngineExt, UpdateDone, UpdateFn};
 pub use error::{Error, Result};
 pub use memory::MemoryEngine;
 pub use object::{Content, Entry, Hint, ObjectKey, VersionedObject, is_deleted};

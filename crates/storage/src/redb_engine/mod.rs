@@ -19,7 +19,7 @@ use self::format::{FORMAT, HINTS, HINTS_BY_OWNER, META, NEXT_HINT_ROW, OBJECTS};
 pub use self::writer::WriterStats;
 use self::writer::{Writer, WriterConfig};
 use crate::codec;
-use crate::engine::{Engine, UpdateDone, UpdateFn, call_update};
+use crate::engine::{AppliedFn, Engine, UpdateDone, UpdateFn, call_update};
 use crate::error::{Error, Result};
 use crate::object::{Entry, Hint, HintRecord, ObjectKey, VersionedObject, check_object};
 use crate::options::{Durability, Limits, Options, check_meta_name};
@@ -46,6 +46,36 @@ pub struct RedbEngine {
 }
 
 impl RedbEngine {
+    /// Queues an update on the group-commit writer; `done` gets the outcome from the writer
+    /// thread, or at once if the key is invalid or the writer is gone.
+    fn submit_update(
+        &self,
+        key: &ObjectKey,
+        durability: Durability,
+        f: UpdateFn,
+        applied: Option<AppliedFn>,
+        done: UpdateDone,
+    ) {
+        if let Err(e) = key.check(&self.options.limits) {
+            return done(Err(e));
+        }
+        let job = update_job(&self.options.limits, key, f, applied);
+        // `done` moves into the writer's reply; if queueing fails the job (and `done` with it)
+        // is dropped, so answer through a shared slot instead.
+        let slot = Arc::new(parking_lot::Mutex::new(Some(done)));
+        let reply = Arc::clone(&slot);
+        let queued = self.writer.run_then(durability, job, move |answer| {
+            if let Some(done) = reply.lock().take() {
+                done(answer);
+            }
+        });
+        if let Err(e) = queued
+            && let Some(done) = slot.lock().take()
+        {
+            done(Err(e));
+        }
+    }
+
     /// Opens the data file at `path`, creating it (and its directory) if absent.
     ///
     /// Refuses a file that is not a dynamo data file, has a newer format, is damaged, or is
@@ -176,29 +206,23 @@ impl Engine for RedbEngine {
         f: UpdateFn,
     ) -> Result<VersionedObject> {
         key.check(&self.options.limits)?;
-        let job = update_job(&self.options.limits, key, f);
+        let job = update_job(&self.options.limits, key, f, None);
         self.writer.run(durability, job)
     }
 
     fn update_then(&self, key: &ObjectKey, durability: Durability, f: UpdateFn, done: UpdateDone) {
-        if let Err(e) = key.check(&self.options.limits) {
-            return done(Err(e));
-        }
-        let job = update_job(&self.options.limits, key, f);
-        // `done` moves into the writer's reply; if queueing fails the job (and `done` with it)
-        // is dropped, so answer through a shared slot instead.
-        let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(done)));
-        let reply = std::sync::Arc::clone(&slot);
-        let queued = self.writer.run_then(durability, job, move |answer| {
-            if let Some(done) = reply.lock().take() {
-                done(answer);
-            }
-        });
-        if let Err(e) = queued
-            && let Some(done) = slot.lock().take()
-        {
-            done(Err(e));
-        }
+        self.submit_update(key, durability, f, None, done);
+    }
+
+    fn update_staged(
+        &self,
+        key: &ObjectKey,
+        durability: Durability,
+        f: UpdateFn,
+        applied: AppliedFn,
+        done: UpdateDone,
+    ) {
+        self.submit_update(key, durability, f, Some(applied), done);
     }
 
     fn scan_partition(
@@ -427,6 +451,7 @@ fn update_job(
     limits: &Limits,
     key: &ObjectKey,
     f: UpdateFn,
+    applied: Option<AppliedFn>,
 ) -> impl FnOnce(&mut writer::Batch<'_>) -> Result<VersionedObject> + Send + 'static {
     let limits = *limits;
     let key = key.clone();
@@ -447,6 +472,9 @@ fn update_job(
         // writes nothing.
         if stored.as_deref() != Some(bytes.as_slice()) {
             table.insert(encoded.as_slice(), bytes.as_slice())?;
+        }
+        if let Some(applied) = applied {
+            applied(&updated);
         }
         Ok(updated)
     }
