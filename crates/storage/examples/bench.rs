@@ -46,6 +46,11 @@ const GETS: usize = 400_000;
 
 type BoxError = Box<dyn std::error::Error>;
 
+/// The allocator the `dynamo` binary uses, so the adapter is measured as it runs in a node (the
+/// raw baseline runs in the same process, with the same allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn raw_key(i: usize) -> Vec<u8> {
     format!("key-{i:08}").into_bytes()
 }
