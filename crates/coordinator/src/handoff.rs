@@ -6,8 +6,8 @@
 //! the key (it may have taken newer writes since), and sends that to the owner with a durable
 //! write. Only after the owner acknowledged it durably is the hint removed, so a crash of either
 //! side at any point leaves the hint in place and delivery simply runs again (replica writes are
-//! idempotent merges). The fallback keeps its own copy of the object; a later read that includes
-//! it merges it away as causally older.
+//! idempotent merges). Once a hint is delivered, a fallback that does not replicate the key itself
+//! drops its own copy, unless a newer write reached it meanwhile.
 
 use dynamo_ring::NodeId;
 use dynamo_storage::{Hint, VersionedObject};
@@ -102,10 +102,11 @@ impl<R: Replicas> Coordinator<R> {
     async fn deliver(&self, hint: &Hint) -> Result<bool> {
         let current: Option<VersionedObject> = self.read_local(&hint.key)?;
         let mut object = hint.object.clone();
-        if let Some(current) = current {
-            object.merge(&current);
+        if let Some(current) = &current {
+            object.merge(current);
         }
-        let lww = self.bucket_props(&hint.key.bucket).last_write_wins;
+        let props = self.bucket_props(&hint.key.bucket);
+        let lww = props.last_write_wins;
         let put = ReplicaPut {
             durable: true,
             ..ReplicaPut::new(hint.key.clone(), object, lww)
@@ -120,6 +121,19 @@ impl<R: Replicas> Coordinator<R> {
         let id = hint.id;
         self.blocking(move |engine| engine.remove_hint(id)).await?;
         self.inner.metrics.hints_delivered.inc();
+        // A fallback's own copy has done its job once handed off. Drop it unless this node
+        // replicates the key itself or a newer write landed here meanwhile (every write a
+        // fallback accepts carries its own hint, so other pending hints still deliver theirs).
+        let primary = self
+            .ring()
+            .preference_list_for_partition(hint.key.partition, usize::from(props.n_val))
+            .primaries()
+            .contains(&self.inner.me);
+        if let (false, Some(current)) = (primary, current) {
+            let key = hint.key.clone();
+            self.blocking(move |engine| engine.remove_if_unchanged(&key, &current))
+                .await?;
+        }
         Ok(true)
     }
 }

@@ -541,6 +541,10 @@ async fn with_a_primary_down_the_write_goes_to_a_fallback_with_a_hint_and_is_han
         .expect("the owner has the write");
     assert_eq!(handed.values().len(), 1);
     assert_eq!(c.node(fallback).metrics().hints_delivered.get(), 1);
+    assert!(
+        c.stored(fallback, "b", "sloppy").is_none(),
+        "the fallback dropped its copy after handing it off"
+    );
 }
 
 #[tokio::test]
