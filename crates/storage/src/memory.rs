@@ -11,7 +11,7 @@ use dynamo_ring::{NodeId, PartitionId};
 use parking_lot::RwLock;
 
 use crate::engine::{Engine, UpdateFn, call_update};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::object::{Entry, Hint, ObjectKey, VersionedObject, check_object};
 use crate::options::{Durability, Limits, check_meta_name};
 
@@ -49,14 +49,11 @@ impl MemoryEngine {
 
 /// The first key of a scan of partition `p` that starts after `after`.
 fn partition_start(p: PartitionId, after: Option<&ObjectKey>) -> Result<Bound<ObjectKey>> {
-    match after {
-        None => Ok(Bound::Included(ObjectKey::new(p, Vec::new(), Vec::new()))),
-        Some(after) if after.partition == p => Ok(Bound::Excluded(after.clone())),
-        Some(after) => Err(Error::BadCursor(format!(
-            "cursor {after} is not in partition {}",
-            p.0
-        ))),
-    }
+    ObjectKey::check_partition_cursor(after, p)?;
+    Ok(match after {
+        None => Bound::Included(ObjectKey::new(p, Vec::new(), Vec::new())),
+        Some(after) => Bound::Excluded(after.clone()),
+    })
 }
 
 impl Engine for MemoryEngine {
@@ -105,13 +102,7 @@ impl Engine for MemoryEngine {
         after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        if let Some(after) = after
-            && after.bucket != bucket
-        {
-            return Err(Error::BadCursor(format!(
-                "cursor {after} is not in this bucket"
-            )));
-        }
+        ObjectKey::check_bucket_cursor(after, bucket)?;
         let position = |key: &ObjectKey| (key.partition, key.key.clone());
         let after = after.map(position);
         let state = self.state.read();

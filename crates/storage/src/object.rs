@@ -85,6 +85,33 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    /// Checks that a scan cursor (the last key of the previous page) lies in partition `p`.
+    pub(crate) fn check_partition_cursor(
+        cursor: Option<&ObjectKey>,
+        p: PartitionId,
+    ) -> crate::error::Result<()> {
+        match cursor {
+            Some(after) if after.partition != p => Err(crate::error::Error::BadCursor(format!(
+                "cursor {after} is not in partition {}",
+                p.0
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that a bucket-listing cursor lies in `bucket`.
+    pub(crate) fn check_bucket_cursor(
+        cursor: Option<&ObjectKey>,
+        bucket: &[u8],
+    ) -> crate::error::Result<()> {
+        match cursor {
+            Some(after) if after.bucket != bucket => Err(crate::error::Error::BadCursor(format!(
+                "cursor {after} is not in this bucket"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Builds a key from its parts.
     pub fn new(
         partition: PartitionId,

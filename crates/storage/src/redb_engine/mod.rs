@@ -232,16 +232,8 @@ impl Engine for RedbEngine {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let prefix = keys::partition_start(p.0);
-        let after = match after {
-            None => None,
-            Some(after) if after.partition == p => Some(keys::encode(after)),
-            Some(after) => {
-                return Err(Error::BadCursor(format!(
-                    "cursor {after} is not in partition {}",
-                    p.0
-                )));
-            }
-        };
+        ObjectKey::check_partition_cursor(after, p)?;
+        let after = after.map(keys::encode);
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
@@ -259,13 +251,7 @@ impl Engine for RedbEngine {
         after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        if let Some(after) = after
-            && after.bucket != bucket
-        {
-            return Err(Error::BadCursor(format!(
-                "cursor {after} is not in this bucket"
-            )));
-        }
+        ObjectKey::check_bucket_cursor(after, bucket)?;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
