@@ -75,14 +75,33 @@ pub fn key_clocks<'a>(
     leaves: &[Leaf],
     max_keys: usize,
 ) -> KeyClocks {
-    let wanted: BTreeSet<Leaf> = leaves.iter().copied().collect();
-    let mut by_leaf: BTreeMap<Leaf, Vec<KeyClock>> =
-        wanted.iter().map(|l| (*l, Vec::new())).collect();
+    let mut collector = KeyClockCollector::new(leaves);
     for (bucket, key, object) in entries {
+        collector.add(bucket, key, object);
+    }
+    collector.finish(max_keys)
+}
+
+/// [`key_clocks`] one scanned entry at a time, so a partition is listed page by page.
+#[derive(Clone, Debug)]
+pub struct KeyClockCollector {
+    by_leaf: BTreeMap<Leaf, Vec<KeyClock>>,
+}
+
+impl KeyClockCollector {
+    /// Collects the keys of `leaves`.
+    pub fn new(leaves: &[Leaf]) -> KeyClockCollector {
+        KeyClockCollector {
+            by_leaf: leaves.iter().map(|l| (*l, Vec::new())).collect(),
+        }
+    }
+
+    /// Looks at one stored key: kept if it lands in a wanted leaf.
+    pub fn add(&mut self, bucket: &[u8], key: &[u8], object: &VersionedObject) {
         let Some(h) = key_hash(bucket, key, object) else {
-            continue;
+            return;
         };
-        if let Some(list) = by_leaf.get_mut(&h.leaf) {
+        if let Some(list) = self.by_leaf.get_mut(&h.leaf) {
             list.push(KeyClock {
                 leaf: h.leaf,
                 bucket: bucket.to_vec(),
@@ -91,16 +110,20 @@ pub fn key_clocks<'a>(
             });
         }
     }
-    let mut out = KeyClocks::default();
-    for (leaf, mut list) in by_leaf {
-        if !out.complete.is_empty() && out.clocks.len() + list.len() > max_keys {
-            break;
+
+    /// The listing: whole leaves in order while within `max_keys` (the first leaf always).
+    pub fn finish(self, max_keys: usize) -> KeyClocks {
+        let mut out = KeyClocks::default();
+        for (leaf, mut list) in self.by_leaf {
+            if !out.complete.is_empty() && out.clocks.len() + list.len() > max_keys {
+                break;
+            }
+            list.sort();
+            out.complete.push(leaf);
+            out.clocks.extend(list);
         }
-        list.sort();
-        out.complete.push(leaf);
-        out.clocks.extend(list);
+        out
     }
-    out
 }
 
 /// A key whose versions differ between the two replicas.

@@ -21,7 +21,21 @@
 //! - [`Admission`]: the AIMD controller of the background share from foreground latency samples
 //!   (p99 over a sliding window against a target, with a floor).
 //!
-//! Everything above is pure: no I/O, no clock, no randomness.
+//! Everything above is pure: no I/O, no clock, no randomness. Around it:
+//!
+//! - [`Trees`] and [`TrackingEngine`]: the trees of the partitions this node replicates under
+//!   the current ring, kept current by wrapping the storage [`Engine`](dynamo_storage::Engine):
+//!   after each successful write or removal of a key in a tracked partition, `hash(old) XOR
+//!   hash(new)` is applied to its tree, so the coordinator is unchanged. A fallback's copies of
+//!   other partitions are not tracked. Builds from a storage scan stay exact while writes run
+//!   (see [`Trees`]).
+//! - [`AntiEntropy`]: the node's service: tracks partitions from the ring ([`AntiEntropy::set_ring`]
+//!   drops trees of partitions no longer replicated and adds new ones), builds and rebuilds trees
+//!   on a jittered schedule, answers the peer side of exchanges (`serve_*`), and runs the worker
+//!   ([`AntiEntropy::run_worker`]) that exchanges every (partition, replica) pair at least every
+//!   [`Options::exchange_interval`], repairs confirmed differences in both directions by merging,
+//!   and runs at most as many exchanges and builds at once as the admission controller allows.
+//!   Peers are reached through the [`Peers`] trait, which the rpc crate implements.
 //!
 //! # What it deliberately does not do
 //!
@@ -30,16 +44,31 @@
 //! truth: they are not persisted, and are rebuilt from a storage scan at start.
 
 mod admission;
+mod driver;
+mod engine;
 mod error;
 mod exchange;
 mod hash;
+mod metrics;
+mod peers;
+mod service;
 mod tree;
+mod trees;
 
 pub use admission::{Admission, AdmissionOptions, DECREASE, FLOOR, INCREASE, TARGET_P99, WINDOW};
+pub use driver::ExchangeReport;
+pub use engine::{LATENCY_BACKLOG, LatencySamples, TrackingEngine};
 pub use error::{Error, Result};
 pub use exchange::{
-    Ask, Caps, Confirmations, Difference, Exchange, Found, KeyClock, KeyClocks, MAX_KEYS,
-    MAX_LEAVES, RepairPlan, Step, key_clocks,
+    Ask, Caps, Confirmations, Difference, Exchange, Found, KeyClock, KeyClockCollector, KeyClocks,
+    MAX_KEYS, MAX_LEAVES, RepairPlan, Step, key_clocks,
 };
 pub use hash::{DIGEST_VERSION, KeyHash, key_hash, leaf_of, value_of};
+pub use metrics::Metrics;
+pub use peers::{KeyObject, MAX_BATCH, Peers};
+pub use service::{
+    AntiEntropy, CONFIRM_DELAY, EXCHANGE_INTERVAL, IsLww, MAX_CONCURRENT, NowMs, Options,
+    PartitionStatus, Parts, PeerStatus, REBUILD_INTERVAL, SCAN_PAGE, Status, TICK, TIMEOUT,
+};
 pub use tree::{BRANCHES, HashTree, LEAVES, LEAVES_PER_BRANCH, Leaf, TREE_BYTES};
+pub use trees::{Built, TRACKING_BYTES, Trees, WriteGuard};
