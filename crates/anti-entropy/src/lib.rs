@@ -67,8 +67,9 @@ pub use hash::{DIGEST_VERSION, KeyHash, key_hash, leaf_of, value_of};
 pub use metrics::Metrics;
 pub use peers::{KeyObject, MAX_BATCH, Peers};
 pub use service::{
-    AntiEntropy, CONFIRM_DELAY, EXCHANGE_INTERVAL, IsLww, MAX_CONCURRENT, NowMs, Options,
-    PartitionStatus, Parts, PeerStatus, REBUILD_INTERVAL, SCAN_PAGE, Status, TICK, TIMEOUT,
+    AntiEntropy, BATCH_BYTES, CONFIRM_DELAY, EXCHANGE_INTERVAL, IsLww, MAX_CONCURRENT, NowMs,
+    Options, PartitionStatus, Parts, PeerStatus, REBUILD_INTERVAL, SCAN_PAGE, Status, TICK,
+    TIMEOUT,
 };
 pub use tree::{BRANCHES, HashTree, LEAVES, LEAVES_PER_BRANCH, Leaf, TREE_BYTES};
 pub use trees::{Built, TRACKING_BYTES, Trees, WriteGuard};

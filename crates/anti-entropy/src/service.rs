@@ -46,6 +46,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Objects read per page of a tree build or key listing.
 pub const SCAN_PAGE: usize = 512;
 
+/// Value bytes one fetch or push carries before it stops adding objects: a quarter of the rpc
+/// frame limit, so objects at the storage value limit still fit.
+pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes of an object's siblings (values and metadata).
+fn object_bytes(object: &VersionedObject) -> usize {
+    object.siblings().iter().map(|s| s.value.size()).sum()
+}
+
 /// Tunables of anti-entropy.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -364,7 +373,9 @@ impl AntiEntropy {
         Ok(())
     }
 
-    /// The stored objects of `keys` of `p`.
+    /// The stored objects of `keys` of `p`, in order, stopping early (always after at least one)
+    /// once they hold [`BATCH_BYTES`] of values: a fetch or push stays far below the frame limit,
+    /// and the keys left out are found again by the next exchange.
     pub async fn serve_fetch(
         &self,
         p: PartitionId,
@@ -372,16 +383,21 @@ impl AntiEntropy {
     ) -> Result<Vec<KeyObject>> {
         self.check_keys(p, keys.iter().map(|(b, k)| (b.as_slice(), k.as_slice())))?;
         self.blocking(move |engine| {
-            keys.into_iter()
-                .map(|(bucket, key)| {
-                    let object = engine.get(&ObjectKey::new(p, bucket.clone(), key.clone()))?;
-                    Ok(KeyObject {
-                        bucket,
-                        key,
-                        object,
-                    })
-                })
-                .collect()
+            let mut out = Vec::new();
+            let mut total = 0;
+            for (bucket, key) in keys {
+                if !out.is_empty() && total >= BATCH_BYTES {
+                    break;
+                }
+                let object = engine.get(&ObjectKey::new(p, bucket.clone(), key.clone()))?;
+                total += object.as_ref().map_or(0, object_bytes);
+                out.push(KeyObject {
+                    bucket,
+                    key,
+                    object,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -5,7 +5,8 @@
 //! reads and writes; bincode frames with a shared [`MAX_FRAME_LEN`] over streams with
 //! TCP_NODELAY; an HMAC challenge-response handshake ([`ClusterAuth`]) that every connection
 //! passes before a frame is read; and a reconnecting [`PeerPool`] that implements the
-//! coordinator's [`Replicas`](dynamo_coordinator::Replicas) trait. Deadlines travel with each call
+//! coordinator's [`Replicas`](dynamo_coordinator::Replicas) trait and anti-entropy's
+//! [`Peers`](dynamo_anti_entropy::Peers) trait (exchange rounds, fetch and push of repairs). Deadlines travel with each call
 //! in tarpc's context, taken from the client's request timeout.
 //!
 //! Streams come from a [`Connector`] and a [`Listener`], so the same node runs over real TCP
@@ -25,5 +26,5 @@ pub use auth::{ClusterAuth, MAGIC, MAX_CLUSTER_NAME_LEN, MIN_SECRET_LEN, PROTOCO
 pub use error::{Error, Result};
 pub use pool::{CONNECT_TIMEOUT, PeerPool};
 pub use server::{AddressBook, HANDSHAKE_TIMEOUT, NodeServer};
-pub use service::{ClusterMap, Node, NodeClient};
+pub use service::{AeError, ClusterMap, Node, NodeClient};
 pub use transport::{Connector, Listener, MAX_FRAME_LEN, Stream, TcpConnector, TcpListener};

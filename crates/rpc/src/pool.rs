@@ -8,18 +8,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamo_anti_entropy::{KeyClocks, KeyObject, Leaf, Peers, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
     PutRequest, PutResponse, ReplicaPut, Replicas, Result,
 };
-use dynamo_ring::NodeId;
+use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{ObjectKey, VersionedObject};
 use parking_lot::{Mutex, RwLock};
 use tarpc::client::RpcError;
 
 use crate::auth::ClusterAuth;
 use crate::server::AddressBook;
-use crate::service::{ClusterMap, NodeClient};
+use crate::service::{AeError, ClusterMap, NodeClient};
 use crate::transport::{Connector, framed};
 
 /// How long dialling and authenticating a peer may take. Loopback and LAN peers answer in
@@ -370,5 +371,126 @@ impl<C: Connector> Replicas for PeerPool<C> {
             async move { c.replica_set_bucket_props(ctx, bucket, props).await }
         })
         .await?
+    }
+}
+
+/// A transport failure of an anti-entropy call, in the anti-entropy crate's terms.
+fn ae_error(e: Error) -> AeError {
+    match e {
+        Error::Timeout(ms) => AeError::Timeout(ms),
+        Error::Unreachable(s) => AeError::Unreachable(s),
+        other => AeError::Internal(other.to_string()),
+    }
+}
+
+impl<C: Connector> PeerPool<C> {
+    /// Reads `node`'s anti-entropy status (`dynamo admin aae`).
+    pub async fn ae_status(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> std::result::Result<AeStatus, AeError> {
+        self.call(
+            node,
+            timeout,
+            |c, ctx| async move { c.ae_status(ctx).await },
+        )
+        .await
+        .map_err(ae_error)?
+    }
+}
+
+impl<C: Connector> Peers for PeerPool<C> {
+    async fn ae_root(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        from: &NodeId,
+        timeout: Duration,
+    ) -> std::result::Result<u64, AeError> {
+        self.call(to, timeout, |c, ctx| {
+            let from = from.clone();
+            async move { c.ae_root(ctx, p, from).await }
+        })
+        .await
+        .map_err(ae_error)?
+    }
+
+    async fn ae_branches(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<u64>, AeError> {
+        self.call(
+            to,
+            timeout,
+            |c, ctx| async move { c.ae_branches(ctx, p).await },
+        )
+        .await
+        .map_err(ae_error)?
+    }
+
+    async fn ae_leaves(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        branches: Vec<usize>,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<Vec<u64>>, AeError> {
+        self.call(to, timeout, |c, ctx| {
+            let branches = branches.clone();
+            async move { c.ae_leaves(ctx, p, branches).await }
+        })
+        .await
+        .map_err(ae_error)?
+    }
+
+    async fn ae_key_clocks(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        leaves: Vec<Leaf>,
+        max_keys: usize,
+        timeout: Duration,
+    ) -> std::result::Result<KeyClocks, AeError> {
+        let max_keys = u64::try_from(max_keys).unwrap_or(u64::MAX);
+        self.call(to, timeout, |c, ctx| {
+            let leaves = leaves.clone();
+            async move { c.ae_key_clocks(ctx, p, leaves, max_keys).await }
+        })
+        .await
+        .map_err(ae_error)?
+    }
+
+    async fn ae_fetch(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        keys: Vec<(Vec<u8>, Vec<u8>)>,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<KeyObject>, AeError> {
+        self.call(to, timeout, |c, ctx| {
+            let keys = keys.clone();
+            async move { c.ae_fetch(ctx, p, keys).await }
+        })
+        .await
+        .map_err(ae_error)?
+    }
+
+    async fn ae_push(
+        &self,
+        to: &NodeId,
+        p: PartitionId,
+        from: &NodeId,
+        objects: Vec<KeyObject>,
+        timeout: Duration,
+    ) -> std::result::Result<(), AeError> {
+        self.call(to, timeout, |c, ctx| {
+            let (from, objects) = (from.clone(), objects.clone());
+            async move { c.ae_push(ctx, p, from, objects).await }
+        })
+        .await
+        .map_err(ae_error)?
     }
 }

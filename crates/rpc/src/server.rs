@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamo_anti_entropy::{AntiEntropy, KeyClocks, KeyObject, Leaf, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
     NodeStatus, PutRequest, PutResponse, ReplicaPut, Replicas,
 };
+use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{ObjectKey, VersionedObject};
 use futures::StreamExt;
 use tarpc::context::Context;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::ClusterAuth;
-use crate::service::{ClusterMap, Node};
+use crate::service::{AeError, ClusterMap, Node};
 use crate::transport::{Listener, framed};
 
 /// How long a connecting peer has to finish the handshake before it is dropped.
@@ -31,6 +33,7 @@ pub trait AddressBook: Send + Sync + 'static {
 pub struct NodeServer<R> {
     coordinator: Coordinator<R>,
     book: Arc<dyn AddressBook>,
+    anti_entropy: Option<AntiEntropy>,
 }
 
 impl<R> Clone for NodeServer<R> {
@@ -38,6 +41,7 @@ impl<R> Clone for NodeServer<R> {
         NodeServer {
             coordinator: self.coordinator.clone(),
             book: Arc::clone(&self.book),
+            anti_entropy: self.anti_entropy.clone(),
         }
     }
 }
@@ -45,7 +49,23 @@ impl<R> Clone for NodeServer<R> {
 impl<R: Replicas> NodeServer<R> {
     /// Serves `coordinator`, reporting addresses from `book`.
     pub fn new(coordinator: Coordinator<R>, book: Arc<dyn AddressBook>) -> NodeServer<R> {
-        NodeServer { coordinator, book }
+        NodeServer {
+            coordinator,
+            book,
+            anti_entropy: None,
+        }
+    }
+
+    /// Also answers anti-entropy exchanges with `anti_entropy` (without it, they get an error).
+    pub fn with_anti_entropy(mut self, anti_entropy: AntiEntropy) -> NodeServer<R> {
+        self.anti_entropy = Some(anti_entropy);
+        self
+    }
+
+    fn ae(&self) -> Result<&AntiEntropy, AeError> {
+        self.anti_entropy
+            .as_ref()
+            .ok_or_else(|| AeError::Internal("anti-entropy is not running on this node".into()))
     }
 
     /// Accepts connections from `listener` until `shutdown` fires. Each connection must pass the
@@ -171,5 +191,63 @@ impl<R: Replicas> Node for NodeServer<R> {
         props: BucketProps,
     ) -> Result<(), Error> {
         self.coordinator.replica_set_bucket_props(&bucket, props)
+    }
+
+    async fn ae_root(
+        self,
+        _: Context,
+        partition: PartitionId,
+        from: NodeId,
+    ) -> Result<u64, AeError> {
+        self.ae()?.serve_root(partition, &from)
+    }
+
+    async fn ae_branches(self, _: Context, partition: PartitionId) -> Result<Vec<u64>, AeError> {
+        self.ae()?.serve_branches(partition)
+    }
+
+    async fn ae_leaves(
+        self,
+        _: Context,
+        partition: PartitionId,
+        branches: Vec<usize>,
+    ) -> Result<Vec<Vec<u64>>, AeError> {
+        self.ae()?.serve_leaves(partition, &branches)
+    }
+
+    async fn ae_key_clocks(
+        self,
+        _: Context,
+        partition: PartitionId,
+        leaves: Vec<Leaf>,
+        max_keys: u64,
+    ) -> Result<KeyClocks, AeError> {
+        let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX);
+        self.ae()?
+            .serve_key_clocks(partition, leaves, max_keys)
+            .await
+    }
+
+    async fn ae_fetch(
+        self,
+        _: Context,
+        partition: PartitionId,
+        keys: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<KeyObject>, AeError> {
+        self.ae()?.serve_fetch(partition, keys).await
+    }
+
+    async fn ae_push(
+        self,
+        _: Context,
+        partition: PartitionId,
+        from: NodeId,
+        objects: Vec<KeyObject>,
+    ) -> Result<(), AeError> {
+        self.ae()?.serve_push(partition, &from, objects).await
+    }
+
+    async fn ae_status(self, _: Context) -> Result<AeStatus, AeError> {
+        Ok(self.ae()?.status())
     }
 }

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use dynamo_anti_entropy::{KeyClocks, KeyObject, Leaf, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
     PutRequest, PutResponse, ReplicaPut,
 };
-use dynamo_ring::{NodeId, Ring};
+use dynamo_ring::{NodeId, PartitionId, Ring};
 use dynamo_storage::{ObjectKey, VersionedObject};
 use serde::{Deserialize, Serialize};
 
@@ -49,4 +50,38 @@ pub trait Node {
     async fn replica_list_keys(bucket: Vec<u8>) -> Result<Vec<Vec<u8>>, Error>;
     /// Replica side: apply bucket properties announced by another member.
     async fn replica_set_bucket_props(bucket: Vec<u8>, props: BucketProps) -> Result<(), Error>;
+
+    // ---- anti-entropy
+    /// Anti-entropy: the root of the answering node's tree of `partition`; `from` names the
+    /// node exchanging with it.
+    async fn ae_root(partition: PartitionId, from: NodeId) -> Result<u64, AeError>;
+    /// Anti-entropy: every branch hash of the tree of `partition`.
+    async fn ae_branches(partition: PartitionId) -> Result<Vec<u64>, AeError>;
+    /// Anti-entropy: the leaf hashes under each of `branches`.
+    async fn ae_leaves(
+        partition: PartitionId,
+        branches: Vec<usize>,
+    ) -> Result<Vec<Vec<u64>>, AeError>;
+    /// Anti-entropy: the key clocks of `leaves` from storage, at most `max_keys` (whole leaves).
+    async fn ae_key_clocks(
+        partition: PartitionId,
+        leaves: Vec<Leaf>,
+        max_keys: u64,
+    ) -> Result<KeyClocks, AeError>;
+    /// Anti-entropy: the stored objects of `keys` of `partition`.
+    async fn ae_fetch(
+        partition: PartitionId,
+        keys: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<KeyObject>, AeError>;
+    /// Anti-entropy: merge `objects` of `partition` (a repair pushed by `from`).
+    async fn ae_push(
+        partition: PartitionId,
+        from: NodeId,
+        objects: Vec<KeyObject>,
+    ) -> Result<(), AeError>;
+    /// Anti-entropy: the answering node's per-partition status (`dynamo admin aae`).
+    async fn ae_status() -> Result<AeStatus, AeError>;
 }
+
+/// The anti-entropy crate's error, as it crosses the wire.
+pub use dynamo_anti_entropy::Error as AeError;
