@@ -69,6 +69,7 @@ impl TestCluster {
                 durability: DurabilityConfig::Sync,
                 max_value_bytes: 1024 * 1024,
                 log_format: LogFormat::Human,
+                anti_entropy: Default::default(),
             };
             nodes.push(RunningNode::start_with(config.clone(), l).await?);
             configs.push(config);

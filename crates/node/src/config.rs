@@ -193,6 +193,89 @@ pub struct NodeConfig {
     /// Log format.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Anti-entropy (`[anti_entropy]`; every field has a default).
+    #[serde(default)]
+    pub anti_entropy: AntiEntropyConfig,
+}
+
+/// Anti-entropy and admission control as written in the config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropyConfig {
+    /// Keep hash trees and exchange them with the other replicas.
+    pub enabled: bool,
+    /// Longest time between two exchanges of one (partition, replica) pair, in milliseconds.
+    pub exchange_interval_ms: u64,
+    /// Delay before the exchange that confirms differences, in milliseconds.
+    pub confirm_delay_ms: u64,
+    /// Time between rebuilds of a tree from storage, in milliseconds.
+    pub rebuild_interval_ms: u64,
+    /// Exchanges and tree builds one node runs at once at most (K).
+    pub max_concurrent: usize,
+    /// Scale background work by foreground latency (paper 6.5).
+    pub admission_control: bool,
+    /// Foreground storage-write p99 above which background work backs off, in milliseconds.
+    pub target_p99_ms: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        AntiEntropyConfig {
+            enabled: true,
+            exchange_interval_ms: ms(dynamo_anti_entropy::EXCHANGE_INTERVAL),
+            confirm_delay_ms: ms(dynamo_anti_entropy::CONFIRM_DELAY),
+            rebuild_interval_ms: ms(dynamo_anti_entropy::REBUILD_INTERVAL),
+            max_concurrent: dynamo_anti_entropy::MAX_CONCURRENT,
+            admission_control: true,
+            target_p99_ms: ms(dynamo_anti_entropy::TARGET_P99),
+        }
+    }
+}
+
+impl AntiEntropyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("exchange_interval_ms", self.exchange_interval_ms),
+            ("confirm_delay_ms", self.confirm_delay_ms),
+            ("rebuild_interval_ms", self.rebuild_interval_ms),
+            ("target_p99_ms", self.target_p99_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    format!("anti_entropy.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.max_concurrent == 0 {
+            return Err(invalid("anti_entropy.max_concurrent", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The anti-entropy options these settings give, for replicas per key `n`.
+    pub fn options(&self, n: usize) -> dynamo_anti_entropy::Options {
+        use std::time::Duration;
+        let defaults = dynamo_anti_entropy::Options::default();
+        dynamo_anti_entropy::Options {
+            n,
+            exchange_interval: Duration::from_millis(self.exchange_interval_ms),
+            confirm_delay: Duration::from_millis(self.confirm_delay_ms),
+            rebuild_interval: Duration::from_millis(self.rebuild_interval_ms),
+            admission_control: self.admission_control,
+            admission: dynamo_anti_entropy::AdmissionOptions {
+                max_permits: self.max_concurrent,
+                target_p99: Duration::from_millis(self.target_p99_ms),
+                ..defaults.admission
+            },
+            // Tick at most every second, and several times per exchange interval.
+            tick: defaults.tick.min(Duration::from_millis(
+                (self.exchange_interval_ms / 4).max(10),
+            )),
+            ..defaults
+        }
+    }
 }
 
 fn default_partitions() -> u32 {
@@ -326,6 +409,7 @@ impl NodeConfig {
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be at least 1"));
         }
+        self.anti_entropy.validate()?;
         let bucket_defaults = self
             .bucket_defaults
             .apply(&BucketProps::default(), "bucket_defaults")?;
@@ -375,6 +459,7 @@ mod tests {
             durability: DurabilityConfig::Sync,
             max_value_bytes: 1024,
             log_format: LogFormat::Human,
+            anti_entropy: AntiEntropyConfig::default(),
         }
     }
 
@@ -397,6 +482,10 @@ mod tests {
             ),
             ("members[0].weight", Box::new(|c| c.members[0].weight = 0)),
             ("members", Box::new(|c| c.members.clear())),
+            (
+                "anti_entropy.max_concurrent",
+                Box::new(|c| c.anti_entropy.max_concurrent = 0),
+            ),
             (
                 "bucket_defaults.r",
                 Box::new(|c| c.bucket_defaults.r = Some(QuorumValue::Word("most".into()))),
@@ -444,6 +533,8 @@ r = "one"
 w = 2
 [buckets.sessions]
 last_write_wins = true
+[anti_entropy]
+exchange_interval_ms = 5000
 "#,
         )
         .unwrap();
@@ -452,6 +543,12 @@ last_write_wins = true
         assert_eq!(v.bucket_defaults.w, Quorum::Count(2));
         let sessions = &v.buckets[&b"sessions".to_vec()];
         assert!(sessions.last_write_wins && !sessions.allow_mult);
+        let config = NodeConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.anti_entropy.exchange_interval_ms, 5000);
+        assert!(
+            config.anti_entropy.enabled,
+            "absent fields keep their defaults"
+        );
     }
 
     #[test]

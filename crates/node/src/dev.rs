@@ -68,6 +68,7 @@ pub fn node_config(options: &DevOptions, i: u16) -> NodeConfig {
         durability: options.durability,
         max_value_bytes: dynamo_storage::DEFAULT_MAX_VALUE_LEN,
         log_format: LogFormat::Human,
+        anti_entropy: Default::default(),
     }
 }
 

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use dynamo_coordinator::{Buckets, Coordinator, Options, Parts, SystemClock};
+use dynamo_anti_entropy::{AntiEntropy, LatencySamples, TrackingEngine, Trees};
+use dynamo_coordinator::{Buckets, Clock, Coordinator, Options, Parts, SystemClock};
 use dynamo_ring::{NodeId, Ring};
 use dynamo_rpc::{ClusterAuth, NodeServer, PeerPool, TcpConnector, TcpListener};
 use dynamo_storage::{Engine, EngineExt, RedbEngine};
@@ -60,6 +61,7 @@ pub struct RunningNode {
     /// The actor (node id hash and epoch) this node writes as.
     pub actor: Actor,
     coordinator: NodeCoordinator,
+    anti_entropy: Option<AntiEntropy>,
     engine: Arc<dyn Engine>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -87,11 +89,24 @@ impl RunningNode {
             ..dynamo_storage::Options::default()
         };
         let path = config.data_dir.join(DATA_FILE);
-        let engine: Arc<dyn Engine> = {
+        let raw: Arc<dyn Engine> = {
             let open_path = path.clone();
             let opened =
                 tokio::task::spawn_blocking(move || RedbEngine::open(&open_path, options)).await?;
             Arc::new(opened.with_context(|| format!("cannot open {}", path.display()))?)
+        };
+        // Anti-entropy keeps its trees current by wrapping storage: every local write (client,
+        // replica, handoff, read repair, repair) updates the tree of its partition.
+        let trees = Trees::new();
+        let latency = Arc::new(LatencySamples::default());
+        let engine: Arc<dyn Engine> = if config.anti_entropy.enabled {
+            Arc::new(TrackingEngine::new(
+                raw,
+                Arc::clone(&trees),
+                Arc::clone(&latency),
+            ))
+        } else {
+            raw
         };
         let actor = load_identity(engine.as_ref(), &valid.me)?;
         let n_hint = usize::from(valid.bucket_defaults.n_val);
@@ -113,7 +128,7 @@ impl RunningNode {
         let coordinator = Coordinator::new(Parts {
             me: valid.me.clone(),
             actor,
-            ring,
+            ring: ring.clone(),
             engine: Arc::clone(&engine),
             replicas: Arc::clone(&pool),
             buckets,
@@ -124,6 +139,23 @@ impl RunningNode {
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         coordinator.metrics().register(&mut registry);
+        let anti_entropy = config.anti_entropy.enabled.then(|| {
+            let lww = coordinator.clone();
+            AntiEntropy::new(dynamo_anti_entropy::Parts {
+                me: valid.me.clone(),
+                ring,
+                engine: Arc::clone(&engine),
+                trees,
+                latency,
+                now_ms: Arc::new(|| SystemClock.now_ms()),
+                is_lww: Arc::new(move |bucket| lww.bucket_props(bucket).last_write_wins),
+                seed: rand::random(),
+                options: config.anti_entropy.options(n_hint),
+            })
+        });
+        if let Some(ae) = &anti_entropy {
+            ae.metrics().register(&mut registry);
+        }
         let registry = Arc::new(registry);
         let render: dynamo_http::MetricsRender = Arc::new(move || {
             let mut out = String::new();
@@ -137,7 +169,11 @@ impl RunningNode {
         let rpc_addr = listeners.rpc.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
         let tasks = TaskTracker::new();
-        let server = NodeServer::new(coordinator.clone(), pool);
+        let mut server = NodeServer::new(coordinator.clone(), Arc::clone(&pool) as _);
+        if let Some(ae) = &anti_entropy {
+            server = server.with_anti_entropy(ae.clone());
+            tasks.spawn(ae.clone().run_worker(Arc::clone(&pool), shutdown.clone()));
+        }
         tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));
         let router = dynamo_http::router(coordinator.clone(), render);
         let http_shutdown = shutdown.clone();
@@ -153,6 +189,7 @@ impl RunningNode {
             http_addr,
             actor,
             coordinator,
+            anti_entropy,
             engine,
             shutdown,
             tasks,
@@ -162,6 +199,11 @@ impl RunningNode {
     /// The node's coordinator (for in-process tests and tools).
     pub fn coordinator(&self) -> &NodeCoordinator {
         &self.coordinator
+    }
+
+    /// The node's anti-entropy service (`None` when disabled in the config).
+    pub fn anti_entropy(&self) -> Option<&AntiEntropy> {
+        self.anti_entropy.as_ref()
     }
 
     /// A token that stops the node when cancelled.
