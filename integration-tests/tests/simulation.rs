@@ -71,6 +71,9 @@ struct Totals {
     hints_stored: u64,
     hints_delivered: u64,
     slowest_convergence_ms: u128,
+    slowest_store_convergence_ms: u128,
+    wiped: u64,
+    wiped_n_equals_size: u64,
     sim_ms: u128,
     wall_ms: u128,
 }
@@ -90,6 +93,16 @@ impl Totals {
         self.slowest_convergence_ms = self
             .slowest_convergence_ms
             .max(converged.map_or(0, |d| d.as_millis()));
+        if r.schedule.describe().contains("wipe") {
+            self.wiped += 1;
+            if r.config.nodes == usize::from(dynamo_integration_tests::sim::cluster::SIM_N) {
+                self.wiped_n_equals_size += 1;
+            }
+        }
+        let stores = r.store_convergence.as_ref().and_then(|c| c.after_heal);
+        self.slowest_store_convergence_ms = self
+            .slowest_store_convergence_ms
+            .max(stores.map_or(0, |d| d.as_millis()));
         self.sim_ms += r.sim_time.as_millis();
         self.wall_ms += r.wall_time.as_millis();
     }
@@ -98,7 +111,10 @@ impl Totals {
         format!(
             "TOTAL {} seeds | sets+puts: attempted {} acked {} lost {} recovered {} \
              | lww (allow_mult=false): acked {} lost {} \
-             | hints stored {} delivered {} | slowest convergence {} ms after heal \
+             | hints stored {} delivered {} \
+             | seeds with a wiped replica {} (N = cluster size: {}) \
+             | slowest store convergence (no reads) {} ms after heal \
+             | slowest convergence {} ms after heal \
              | sim {} ms wall {} ms",
             self.seeds,
             self.attempted,
@@ -109,6 +125,9 @@ impl Totals {
             self.lww_lost,
             self.hints_stored,
             self.hints_delivered,
+            self.wiped,
+            self.wiped_n_equals_size,
+            self.slowest_store_convergence_ms,
             self.slowest_convergence_ms,
             self.sim_ms,
             self.wall_ms,

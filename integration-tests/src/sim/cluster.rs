@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamo_anti_entropy::{AntiEntropy, LatencySamples, TrackingEngine, Trees};
 use dynamo_coordinator::{
     BucketProps, Buckets, Coordinator, Metrics, Options, Parts, READ_REPAIR_LINGER,
 };
 use dynamo_ring::{Member, NodeId, PreferenceList, Ring};
 use dynamo_rpc::{AddressBook, ClusterAuth, NodeServer, PeerPool};
-use dynamo_storage::{Engine, MemoryEngine};
+use dynamo_storage::{Engine, MemoryEngine, ObjectKey, VersionedObject};
 use dynamo_versioning::Actor;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,25 @@ pub const SIM_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Probe and handoff interval: several passes fit into the settle period after the faults heal.
 pub const SIM_WORKER_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Longest time between two anti-entropy exchanges of a pair in the simulation: several
+/// exchanges fit between the heal and the convergence deadline.
+pub const SIM_EXCHANGE_INTERVAL: Duration = Duration::from_millis(1_000);
+
+/// The anti-entropy options of every simulated node: short simulated intervals, storage inline.
+pub fn sim_anti_entropy_options() -> dynamo_anti_entropy::Options {
+    dynamo_anti_entropy::Options {
+        n: usize::from(SIM_N),
+        exchange_interval: SIM_EXCHANGE_INTERVAL,
+        confirm_delay: Duration::from_millis(200),
+        // A rebuild every few simulated seconds, so rebuilds run under the nemesis too.
+        rebuild_interval: Duration::from_secs(4),
+        tick: Duration::from_millis(100),
+        timeout: SIM_REQUEST_TIMEOUT,
+        inline_storage: true,
+        ..dynamo_anti_entropy::Options::default()
+    }
+}
 
 /// The coordinator options of every simulated node.
 pub fn sim_options() -> Options {
@@ -99,6 +119,13 @@ impl SimNode {
     /// The current epoch (1 until the first wipe).
     pub fn epoch(&self) -> u32 {
         self.disk.lock().epoch
+    }
+
+    /// The object `key` has on the node's disk right now, read directly (no request: the
+    /// convergence check must not repair what it reads).
+    pub fn stored(&self, key: &ObjectKey) -> Option<VersionedObject> {
+        let engine = Arc::clone(&self.disk.lock().engine);
+        engine.get(key).ok().flatten()
     }
 
     /// Hints waiting on the node's disk for their owner.
@@ -223,7 +250,13 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
         let disk = node.disk.lock();
         (Arc::clone(&disk.engine), disk.epoch)
     };
-    let engine: Arc<dyn Engine> = engine;
+    let trees = Trees::new();
+    let latency = Arc::new(LatencySamples::default());
+    let engine: Arc<dyn Engine> = Arc::new(TrackingEngine::new(
+        engine,
+        Arc::clone(&trees),
+        Arc::clone(&latency),
+    ));
     let buckets = Buckets::load(
         BucketProps::default(),
         cluster.buckets.clone(),
@@ -235,7 +268,7 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
         me: node.id.clone(),
         actor: Actor::new(node.id.actor_id(), epoch),
         ring: cluster.ring.clone(),
-        engine,
+        engine: Arc::clone(&engine),
         replicas: Arc::clone(&pool),
         buckets,
         clock: Arc::new(node.clock.clone()),
@@ -245,9 +278,32 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
     // Never cancelled: a crash drops the whole runtime, which is the point.
     let shutdown = CancellationToken::new();
     coordinator.spawn_workers(shutdown.clone());
+    let lww: BTreeMap<Vec<u8>, bool> = cluster
+        .buckets
+        .iter()
+        .map(|(b, p)| (b.clone(), p.last_write_wins))
+        .collect();
+    let clock = node.clock.clone();
+    let anti_entropy = AntiEntropy::new(dynamo_anti_entropy::Parts {
+        me: node.id.clone(),
+        ring: cluster.ring.clone(),
+        engine,
+        trees,
+        latency,
+        now_ms: Arc::new(move || dynamo_coordinator::Clock::now_ms(&clock)),
+        is_lww: Arc::new(move |bucket| lww.get(bucket).copied().unwrap_or(false)),
+        seed: node.id.actor_id() ^ u64::from(epoch),
+        options: sim_anti_entropy_options(),
+    });
+    tokio::spawn(
+        anti_entropy
+            .clone()
+            .run_worker(Arc::clone(&pool), shutdown.clone()),
+    );
     let listener = TurmoilListener::bind(RPC_PORT).await?;
     let book: Arc<dyn AddressBook> = pool;
     NodeServer::new(coordinator, book)
+        .with_anti_entropy(anti_entropy)
         .run(listener, cluster.auth.clone(), shutdown)
         .await;
     Ok(())

@@ -13,8 +13,14 @@
 //! lost (in buckets that keep siblings), nothing unexpected may appear, and every key's primaries
 //! must converge to the same siblings within a bounded simulated time.
 //!
-//! Not here: real processes and hosts (other integration tests), membership changes (the ring is
-//! fixed), and anti-entropy (replicas converge through hinted handoff and read repair alone).
+//! Before those reads, with no client read at all, [`stores`] checks every primary's store
+//! directly: hinted handoff and Merkle anti-entropy (every node runs its worker with short
+//! simulated intervals) must make every key's primaries agree and hold every acknowledged
+//! element within [`run::STORE_CONVERGE_WITHIN`] of the heal, wiped replicas and N equal to
+//! the cluster size (three-node seeds) included.
+//!
+//! Not here: real processes and hosts (other integration tests) and membership changes (the
+//! ring is fixed).
 //! Determinism: every choice comes from the seed and all time is simulated. Two leaks were found
 //! and closed: tarpc deadlines are wall-clock instants (the rpc crate's `PeerPool` now enforces
 //! the caller's timeout with a runtime timer and gives tarpc's deadline a grace period so it
@@ -31,6 +37,7 @@ pub mod nemesis;
 pub mod net;
 pub mod rng;
 pub mod run;
+pub mod stores;
 pub mod workload;
 
 pub use checker::{FinalRead, Item, SetHistory, SetVerdict, check, decode_set, encode_set};

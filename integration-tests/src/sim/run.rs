@@ -16,6 +16,7 @@ use super::cluster::Cluster;
 use super::control::{Control, Executor};
 use super::nemesis::{FaultMix, Schedule, plan, play};
 use super::rng::SimRng;
+use super::stores::{BucketCheck, stores_converge};
 use super::workload::{
     ClientSetup, Convergence, LWW_BUCKET, PUTS_BUCKET, Recorder, SETS_BUCKET, final_phase, now,
     put_client, set_client,
@@ -44,6 +45,10 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// How long after the final reads the replicas have to agree.
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long after the heal every replica's store has to converge with no client read (hinted
+/// handoff and anti-entropy only): many exchange intervals.
+pub const STORE_CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often the final phase checks whether the workload clients are done.
 const DONE_POLL: Duration = Duration::from_millis(50);
@@ -182,6 +187,8 @@ pub struct RunReport {
     pub hints_pending: u64,
     /// Whether and when the replicas converged after the heal.
     pub convergence: Option<Convergence>,
+    /// Whether and when every replica's store converged after the heal with no client read.
+    pub store_convergence: Option<Convergence>,
     /// Simulated time of the whole run.
     pub sim_time: Duration,
     /// Real time the run took (printed, never asserted).
@@ -214,6 +221,14 @@ impl RunReport {
                 out.push(format!("{name}: undecodable values {:?}", verdict.garbage));
             }
         }
+        match &self.store_convergence {
+            None => out.push("the store convergence check did not finish".into()),
+            Some(c) if c.after_heal.is_none() => out.push(format!(
+                "replica stores did not converge without reads: {:?}",
+                c.divergent
+            )),
+            Some(_) => {}
+        }
         match &self.convergence {
             None => out.push("the final phase did not finish".into()),
             Some(c) if c.after_heal.is_none() => {
@@ -234,10 +249,18 @@ impl RunReport {
             }) => format!("{} ms", d.as_millis()),
             _ => "never".into(),
         };
+        let stores = match &self.store_convergence {
+            Some(Convergence {
+                after_heal: Some(d),
+                ..
+            }) => format!("{} ms", d.as_millis()),
+            _ => "never".into(),
+        };
         format!(
             "seed {} nodes {} | sets: attempted {} acked {} lost {} recovered {} unexpected {} \
              | puts: attempted {} acked {} lost {} recovered {} | lww: acked {} lost {} \
-             | hints stored {} delivered {} pending {} | converged {converged} after heal \
+             | hints stored {} delivered {} pending {} | stores converged {stores} after heal \
+             (no reads) | converged {converged} after heal \
              | sim {} ms wall {} ms | digest {:016x}",
             c.seed,
             c.nodes,
@@ -324,13 +347,36 @@ pub fn run_seed(config: &SimConfig) -> Result<RunReport> {
     let nemesis = schedule.clone();
     harness.client("nemesis", async move { play(control, nemesis).await });
     let final_setup = setup(0);
+    let store_cluster = Arc::clone(&cluster);
+    let store_recorder = Arc::clone(&recorder);
     let set_keys: BTreeSet<String> = (0..config.set_keys).map(|k| format!("s{k}")).collect();
     let heal_at = config.heal_at;
     harness.client("checker", async move {
         while running.load(Ordering::SeqCst) > 0 || now() < heal_at {
             tokio::time::sleep(DONE_POLL).await;
         }
-        tokio::time::sleep(SETTLE).await;
+        let checks = [
+            (SETS_BUCKET, set_keys.clone(), false),
+            (LWW_BUCKET, set_keys.clone(), true),
+            (PUTS_BUCKET, BTreeSet::new(), false),
+        ]
+        .into_iter()
+        .map(|(bucket, extra_keys, lww)| BucketCheck {
+            bucket: bucket.to_string(),
+            extra_keys,
+            lww,
+        })
+        .collect();
+        let started = now();
+        stores_converge(
+            Arc::clone(&store_cluster),
+            Arc::clone(&store_recorder),
+            checks,
+            heal_at,
+            heal_at.max(started) + STORE_CONVERGE_WITHIN,
+        )
+        .await;
+        tokio::time::sleep(SETTLE.saturating_sub(now().saturating_sub(started))).await;
         let buckets = vec![
             (SETS_BUCKET.to_string(), set_keys.clone()),
             (LWW_BUCKET.to_string(), set_keys),
@@ -353,6 +399,7 @@ pub fn run_seed(config: &SimConfig) -> Result<RunReport> {
         hints_delivered,
         hints_pending: cluster.hints_pending(),
         convergence: recorder.convergence(),
+        store_convergence: recorder.store_convergence(),
         sim_time,
         wall_time: started.elapsed(),
         digest: recorder.digest(),

@@ -62,6 +62,7 @@ pub struct Recorder {
     sets: Mutex<BTreeMap<String, SetHistory>>,
     finals: Mutex<BTreeMap<String, FinalRead>>,
     convergence: Mutex<Option<Convergence>>,
+    store_convergence: Mutex<Option<Convergence>>,
 }
 
 /// When (and whether) the replicas converged after the heal.
@@ -119,6 +120,16 @@ impl Recorder {
         self.convergence.lock().clone()
     }
 
+    /// Records the outcome of the store check (`sim::stores`).
+    pub fn set_store_convergence(&self, convergence: Convergence) {
+        *self.store_convergence.lock() = Some(convergence);
+    }
+
+    /// The store check's outcome, once it finished.
+    pub fn store_convergence(&self) -> Option<Convergence> {
+        self.store_convergence.lock().clone()
+    }
+
     /// The history lines so far.
     pub fn lines(&self) -> Vec<String> {
         self.log.lock().clone()
@@ -140,6 +151,7 @@ impl Recorder {
             read.unread.hash(&mut h);
         }
         format!("{:?}", self.convergence.lock()).hash(&mut h);
+        format!("{:?}", self.store_convergence.lock()).hash(&mut h);
         h.finish()
     }
 }
