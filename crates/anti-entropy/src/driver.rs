@@ -182,27 +182,40 @@ impl AntiEntropy {
         let mut tick = tokio::time::interval(self.inner.options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running: FuturesUnordered<JobFuture> = FuturesUnordered::new();
+        let mut permits = 1;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((job, outcome)) = running.next(), if !running.is_empty() => {
                     self.finished(job, outcome);
+                    // A finished job frees a permit: start the next due job now, not a tick later.
+                    self.launch(&mut running, permits, &peers);
                 }
                 _ = tick.tick() => {
-                    let permits = self.admit();
-                    let interval = self.inner.options.exchange_interval;
-                    while running.len() < permits {
-                        let next = self.inner.schedule.lock().next_job(
-                            Instant::now(),
-                            &self.inner.trees,
-                            interval,
-                        );
-                        let Some(job) = next else { break };
-                        running.push(Box::pin(self.clone().run_job(job, Arc::clone(&peers))));
-                    }
+                    permits = self.admit();
+                    self.launch(&mut running, permits, &peers);
                 }
             }
+        }
+    }
+
+    /// Starts due jobs until `permits` run.
+    fn launch<P: Peers>(
+        &self,
+        running: &mut FuturesUnordered<JobFuture>,
+        permits: usize,
+        peers: &Arc<P>,
+    ) {
+        let interval = self.inner.options.exchange_interval;
+        while running.len() < permits {
+            let next =
+                self.inner
+                    .schedule
+                    .lock()
+                    .next_job(Instant::now(), &self.inner.trees, interval);
+            let Some(job) = next else { break };
+            running.push(Box::pin(self.clone().run_job(job, Arc::clone(peers))));
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamo_ring::{NodeId, PartitionId, Ring};
-use dynamo_storage::{Engine, ObjectKey, VersionedObject};
+use dynamo_storage::{Durability, Engine, ObjectKey, VersionedObject};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
@@ -427,15 +427,18 @@ impl AntiEntropy {
     }
 
     /// Merges objects into local storage (a lattice join; LWW buckets then resolve, as a
-    /// replica write does). Idempotent.
+    /// replica write does), durably: the batch is flushed before this returns. Idempotent.
     pub(crate) async fn merge_local(&self, p: PartitionId, objects: Vec<KeyObject>) -> Result<()> {
         let is_lww = Arc::clone(&self.inner.is_lww);
         self.blocking(move |engine| {
+            // Each merge is staged without its own fsync; one flush makes the batch durable
+            // before the answer (a batch costs one fsync, not one per key).
             for o in objects {
                 let Some(incoming) = o.object else { continue };
                 let lww = is_lww(&o.bucket);
-                engine.update(
+                engine.update_with(
                     &ObjectKey::new(p, o.bucket, o.key),
+                    Durability::None,
                     Box::new(move |stored: Option<VersionedObject>| {
                         let mut merged = stored.unwrap_or_default();
                         merged.merge(&incoming);
@@ -446,6 +449,7 @@ impl AntiEntropy {
                     }),
                 )?;
             }
+            engine.flush()?;
             Ok(())
         })
         .await

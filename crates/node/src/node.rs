@@ -172,7 +172,16 @@ impl RunningNode {
         let mut server = NodeServer::new(coordinator.clone(), Arc::clone(&pool) as _);
         if let Some(ae) = &anti_entropy {
             server = server.with_anti_entropy(ae.clone());
-            tasks.spawn(ae.clone().run_worker(Arc::clone(&pool), shutdown.clone()));
+            // Background exchanges get connections of their own: a repair's large frames never
+            // queue ahead of client requests on a shared connection, and a dial that fails in
+            // the background does not hold back the coordinator's next call (the pool's
+            // dial backoff is per pool).
+            let ae_pool = Arc::new(PeerPool::new(
+                TcpConnector,
+                auth.clone(),
+                valid.addresses.clone(),
+            ));
+            tasks.spawn(ae.clone().run_worker(ae_pool, shutdown.clone()));
         }
         tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));
         let router = dynamo_http::router(coordinator.clone(), render);

@@ -295,10 +295,11 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
         seed: node.id.actor_id() ^ u64::from(epoch),
         options: sim_anti_entropy_options(),
     });
+    // Anti-entropy dials its own connections, as a node does (see `dynamo_node::RunningNode`).
     tokio::spawn(
         anti_entropy
             .clone()
-            .run_worker(Arc::clone(&pool), shutdown.clone()),
+            .run_worker(Arc::new(cluster.pool()), shutdown.clone()),
     );
     let listener = TurmoilListener::bind(RPC_PORT).await?;
     let book: Arc<dyn AddressBook> = pool;
