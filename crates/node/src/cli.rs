@@ -71,6 +71,24 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Operator commands.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Anti-entropy per node and partition: when each tree was built, the last exchange with
+    /// each other replica, keys repaired.
+    Aae {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON (one object per node) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -267,7 +285,115 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin {
+            command: AdminCommand::Aae { conn, json },
+        } => admin_aae(conn, json).await,
     }
+}
+
+/// `dynamo admin aae`: asks every member for its anti-entropy status.
+async fn admin_aae(conn: ConnArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let client = conn.client().await?;
+    let map = client.cluster_map();
+    let auth = dynamo_rpc::ClusterAuth::new(conn.cluster_name.clone(), conn.secret.into_bytes())?;
+    let pool = dynamo_rpc::PeerPool::new(dynamo_rpc::TcpConnector, auth, map.addresses.clone());
+    let timeout = Duration::from_millis(conn.timeout_ms);
+    let mut answers = Vec::new();
+    for member in map.ring.members() {
+        answers.push((member.id.clone(), pool.ae_status(&member.id, timeout).await));
+    }
+    let failed = answers.iter().any(|(_, a)| a.is_err());
+    if json {
+        let out: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(node, answer)| match answer {
+                Ok(status) => serde_json::json!({ "node": node.as_str(), "status": status }),
+                Err(e) => serde_json::json!({ "node": node.as_str(), "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        for (node, answer) in &answers {
+            match answer {
+                Ok(status) => print_aae(status, now_ms),
+                Err(e) => println!("node {node}: unreachable: {e}\n"),
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// How long ago `at_ms` was, for people.
+fn ago(at_ms: Option<u64>, now_ms: u64) -> String {
+    match at_ms {
+        None => "never".into(),
+        Some(at) => format!("{}s ago", now_ms.saturating_sub(at) / 1000),
+    }
+}
+
+fn print_aae(status: &dynamo_anti_entropy::Status, now_ms: u64) {
+    println!(
+        "node {}: {} partitions, {} keys, background share {:.2} ({} at once)",
+        status.node,
+        status.partitions.len(),
+        status.keys(),
+        status.share,
+        status.permits
+    );
+    println!(
+        "{:>9} {:>8} {:>12} {:>8}  {:<10} {:<9} {:>14} {:>8} {:>7}  last error",
+        "partition",
+        "keys",
+        "tree built",
+        "builds",
+        "replica",
+        "initiator",
+        "last exchange",
+        "repaired",
+        "pending"
+    );
+    for p in &status.partitions {
+        let built = if p.ready {
+            ago(p.built_at_ms, now_ms)
+        } else {
+            "building".into()
+        };
+        let head = format!(
+            "{:>9} {:>8} {:>12} {:>8}",
+            p.partition, p.keys, built, p.builds
+        );
+        if p.peers.is_empty() {
+            println!("{head}");
+        }
+        for (i, peer) in p.peers.iter().enumerate() {
+            let lead = if i == 0 {
+                head.clone()
+            } else {
+                " ".repeat(head.len())
+            };
+            println!(
+                "{lead}  {:<10} {:<9} {:>14} {:>8} {:>7}  {}",
+                peer.peer,
+                if peer.initiator { "here" } else { "peer" },
+                ago(peer.last_exchange_ms, now_ms),
+                peer.keys_repaired,
+                peer.pending,
+                peer.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    println!();
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
