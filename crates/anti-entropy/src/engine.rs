@@ -70,6 +70,10 @@ impl TrackingEngine {
     }
 
     fn guard(&self, key: &ObjectKey) -> Option<WriteGuard> {
+        if !self.trees.is_tracked(key.partition) {
+            // A fallback's copy of another partition: no tree, no hashing.
+            return None;
+        }
         self.trees
             .begin_write(key.partition, leaf_of(&key.bucket, &key.key))
     }
@@ -122,10 +126,15 @@ impl Engine for TrackingEngine {
         f: UpdateFn,
     ) -> Result<VersionedObject> {
         let started = tokio::time::Instant::now();
-        let guard = self.guard(key);
-        let (f, old) = TrackingEngine::hashing(key, f);
-        let result = self.inner.update_with(key, durability, f);
-        finish(guard, key, &old, &result);
+        let result = match self.guard(key) {
+            None => self.inner.update_with(key, durability, f),
+            Some(guard) => {
+                let (f, old) = TrackingEngine::hashing(key, f);
+                let result = self.inner.update_with(key, durability, f);
+                finish(Some(guard), key, &old, &result);
+                result
+            }
+        };
         self.latency.record(started.elapsed());
         result
     }

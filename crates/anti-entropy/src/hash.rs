@@ -5,13 +5,15 @@
 //! that saw the same writes hold the same dots, so the causal metadata alone says whether they
 //! agree, and hashing a few dozen bytes of clock costs the same whatever the value's size.
 //!
-//! MD5 (the `md-5` crate, already the ring's key hash) is used because it is fast on short
-//! inputs, well kept, and collision resistance against an adversary is not needed here: a
-//! collision can only hide a difference, and two independent 64-bit truncations of it (leaf and
-//! value) make an accidental miss about 2^-64 per key.
+//! SHA-256 (the `sha2` crate, already the workspace's HMAC hash) is used, truncated to 64 bits:
+//! it is well kept, stable across versions and platforms (a tree hash is part of the wire
+//! protocol), and on CPUs with SHA extensions (`sha2` detects them at run time) it was about
+//! three times faster here than MD5 on these short inputs (`examples/bench.rs`: 337 ns against
+//! 979 ns per write for the leaf and both hashes). Collision resistance against an adversary is
+//! not needed: a collision can only hide a difference, about 2^-64 per key by accident.
 
 use dynamo_storage::VersionedObject;
-use md5::{Digest, Md5};
+use sha2::{Digest, Sha256};
 
 use crate::tree::{LEAVES, Leaf};
 
@@ -31,67 +33,69 @@ pub struct KeyHash {
 
 /// The leaf of `bucket`/`key`: the same whatever version is stored.
 pub fn leaf_of(bucket: &[u8], key: &[u8]) -> Leaf {
-    let digest: [u8; 16] = key_hasher(bucket, key).finalize().into();
-    leaf_from(&digest)
-}
-
-fn leaf_from(digest: &[u8; 16]) -> Leaf {
+    let mut hasher = Sha256::new();
+    hasher.update([DIGEST_VERSION, b'L']);
+    absorb_key(&mut hasher, bucket, key);
+    let digest: [u8; 32] = hasher.finalize().into();
     let low = u16::from_le_bytes([digest[0], digest[1]]);
     Leaf(low % LEAVES as u16)
 }
 
-fn key_hasher(bucket: &[u8], key: &[u8]) -> Md5 {
-    let mut md5 = Md5::new();
-    md5.update([DIGEST_VERSION]);
-    md5.update((bucket.len() as u64).to_le_bytes());
-    md5.update(bucket);
-    md5.update((key.len() as u64).to_le_bytes());
-    md5.update(key);
-    md5
+/// Length-prefixed bucket and key (lengths as u32: a bucket or key is far shorter).
+fn absorb_key(hasher: &mut Sha256, bucket: &[u8], key: &[u8]) {
+    hasher.update((bucket.len() as u32).to_le_bytes());
+    hasher.update(bucket);
+    hasher.update((key.len() as u32).to_le_bytes());
+    hasher.update(key);
 }
 
 /// The hash of `bucket`/`key` holding `object`, or `None` when the object is absent (no
 /// siblings: never written here), which is what an absent key contributes to a tree.
 ///
-/// The digest covers, in a fixed order: the clock's entries (actor node, actor epoch, counter,
-/// sorted by actor), then each sibling's dot and whether it is a tombstone (siblings are kept
-/// sorted by dot). Timestamps and values are left out; so is the pruning watermark, a local
-/// detail.
+/// The digest covers, in a fixed order: the bucket and key, then the clock's entries (actor
+/// node, actor epoch, counter, sorted by actor), then each sibling's dot and whether it is a
+/// tombstone (siblings are kept sorted by dot). Timestamps and values are left out; so is the
+/// pruning watermark, a local detail. The encoding is compact (a short key and a clock of three
+/// actors fit in two hash blocks): this runs twice on every local write.
 pub fn key_hash(bucket: &[u8], key: &[u8], object: &VersionedObject) -> Option<KeyHash> {
-    if object.is_empty() {
-        return None;
-    }
-    let placed = key_hasher(bucket, key);
-    let leaf_digest: [u8; 16] = placed.clone().finalize().into();
-    let mut md5 = placed;
-    let clock = object.clock();
-    md5.update((clock.len() as u64).to_le_bytes());
-    for (actor, counter, _timestamp) in clock.iter() {
-        md5.update(actor.node.to_le_bytes());
-        md5.update(actor.epoch.to_le_bytes());
-        md5.update(counter.to_le_bytes());
-    }
-    md5.update((object.siblings().len() as u64).to_le_bytes());
-    for sibling in object.siblings() {
-        md5.update(sibling.dot.actor.node.to_le_bytes());
-        md5.update(sibling.dot.actor.epoch.to_le_bytes());
-        md5.update(sibling.dot.counter.to_le_bytes());
-        md5.update([u8::from(sibling.value.deleted)]);
-    }
-    let digest: [u8; 16] = md5.finalize().into();
-    let mut value = [0u8; 8];
-    value.copy_from_slice(&digest[..8]);
+    let value = value_hash(bucket, key, object)?;
     Some(KeyHash {
-        leaf: leaf_from(&leaf_digest),
-        value: u64::from_le_bytes(value).max(1),
+        leaf: leaf_of(bucket, key),
+        value,
     })
 }
 
-/// [`key_hash`]'s value part, or `None` for an absent object.
+/// [`key_hash`]'s value alone (one hash instead of two).
+pub fn value_hash(bucket: &[u8], key: &[u8], object: &VersionedObject) -> Option<u64> {
+    if object.is_empty() {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    hasher.update([DIGEST_VERSION, b'V']);
+    absorb_key(&mut hasher, bucket, key);
+    let clock = object.clock();
+    hasher.update((clock.len() as u32).to_le_bytes());
+    for (actor, counter, _timestamp) in clock.iter() {
+        hasher.update(actor.node.to_le_bytes());
+        hasher.update(actor.epoch.to_le_bytes());
+        hasher.update(counter.to_le_bytes());
+    }
+    hasher.update((object.siblings().len() as u32).to_le_bytes());
+    for sibling in object.siblings() {
+        hasher.update(sibling.dot.actor.node.to_le_bytes());
+        hasher.update(sibling.dot.actor.epoch.to_le_bytes());
+        hasher.update(sibling.dot.counter.to_le_bytes());
+        hasher.update([u8::from(sibling.value.deleted)]);
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&digest[..8]);
+    Some(u64::from_le_bytes(value).max(1))
+}
+
+/// [`value_hash`] of an object that may be absent.
 pub fn value_of(bucket: &[u8], key: &[u8], object: Option<&VersionedObject>) -> Option<u64> {
-    object
-        .and_then(|o| key_hash(bucket, key, o))
-        .map(|h| h.value)
+    object.and_then(|o| value_hash(bucket, key, o))
 }
 
 #[cfg(test)]

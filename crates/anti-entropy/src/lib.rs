@@ -63,7 +63,7 @@ pub use exchange::{
     Ask, Caps, Confirmations, Difference, Exchange, Found, KeyClock, KeyClockCollector, KeyClocks,
     MAX_KEYS, MAX_LEAVES, RepairPlan, Step, key_clocks,
 };
-pub use hash::{DIGEST_VERSION, KeyHash, key_hash, leaf_of, value_of};
+pub use hash::{DIGEST_VERSION, KeyHash, key_hash, leaf_of, value_hash, value_of};
 pub use metrics::Metrics;
 pub use peers::{KeyObject, MAX_BATCH, Peers};
 pub use service::{
