@@ -102,6 +102,9 @@ pub(crate) struct Inner<R> {
     pub(crate) me: NodeId,
     pub(crate) actor: Actor,
     pub(crate) ring: RwLock<Arc<Ring>>,
+    /// The ring being moved to while partitions change owner (dual writes), if any. Locked after
+    /// `ring` when both are needed.
+    pub(crate) next_ring: RwLock<Option<Arc<Ring>>>,
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) replicas: Arc<R>,
     pub(crate) buckets: Buckets,
@@ -144,6 +147,7 @@ impl<R: Replicas> Coordinator<R> {
                 me: parts.me,
                 actor: parts.actor,
                 ring: RwLock::new(Arc::new(parts.ring)),
+                next_ring: RwLock::new(None),
                 engine: parts.engine,
                 replicas: parts.replicas,
                 buckets: parts.buckets,
@@ -168,12 +172,56 @@ impl<R: Replicas> Coordinator<R> {
         Arc::clone(&self.inner.ring.read())
     }
 
-    /// Installs a newer ring (ignored if its epoch is not newer).
+    /// Installs a newer ring (ignored if its epoch is not newer). A next ring (see
+    /// [`Coordinator::set_next_ring`]) whose epoch is not above the new ring's is cleared: the
+    /// transition it described is over.
     pub fn set_ring(&self, ring: Ring) {
         let mut current = self.inner.ring.write();
         if ring.epoch() > current.epoch() {
+            let mut next = self.inner.next_ring.write();
+            if next.as_ref().is_some_and(|n| n.epoch() <= ring.epoch()) {
+                *next = None;
+            }
             *current = Arc::new(ring);
         }
+    }
+
+    /// The ring partitions are moving to, while a transition is under way.
+    pub fn next_ring(&self) -> Option<Arc<Ring>> {
+        self.inner.next_ring.read().clone()
+    }
+
+    /// Starts (`Some`) or abandons (`None`) a transition to `next`. While a next ring is set,
+    /// every put and delete this node coordinates is also sent to the key's primaries in `next`
+    /// that are not already targets (paper 4.9's "the new owner must receive the writes"); those
+    /// extra writes do not count towards W, DW or PW, and reads stay on the current ring. A next
+    /// owner that cannot be reached gets the write later through hinted handoff.
+    ///
+    /// Refused (nothing changes) if `next` has another partition count than the current ring or
+    /// is not newer than it.
+    pub fn set_next_ring(&self, next: Option<Ring>) -> Result<()> {
+        let current = self.inner.ring.read();
+        let mut slot = self.inner.next_ring.write();
+        let Some(next) = next else {
+            *slot = None;
+            return Ok(());
+        };
+        if next.q() != current.q() {
+            return Err(Error::InvalidRequest(format!(
+                "the next ring has {} partitions, the current one {}: Q is fixed at cluster creation",
+                next.q(),
+                current.q()
+            )));
+        }
+        if next.epoch() <= current.epoch() {
+            return Err(Error::InvalidRequest(format!(
+                "the next ring's epoch {} is not newer than the current ring's {}",
+                next.epoch(),
+                current.epoch()
+            )));
+        }
+        *slot = Some(Arc::new(next));
+        Ok(())
     }
 
     /// The coordinator's metrics, for the node to register.

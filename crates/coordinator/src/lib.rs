@@ -58,4 +58,4 @@ pub use health::Health;
 pub use metrics::{Metrics, OPS, OUTCOMES, OpLabels, OpOnly};
 pub use props::{BucketProps, DEFAULT_N_VAL, MAX_N_VAL, Quorum};
 pub use replicas::Replicas;
-pub use targets::{Target, sloppy_targets};
+pub use targets::{Target, WriteTargets, sloppy_targets, transition_targets};
