@@ -68,6 +68,9 @@ pub struct Options {
     pub handoff_interval: Duration,
     /// Hints delivered per scan at most (rate limit for handoff, paper 4.6 and 6.5).
     pub handoff_batch: usize,
+    /// Partition transfers sent at once (changeable at run time with
+    /// [`Coordinator::set_transfer_limit`]).
+    pub transfer_limit: usize,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             probe_interval: PROBE_INTERVAL,
             handoff_interval: HANDOFF_INTERVAL,
             handoff_batch: HANDOFF_BATCH,
+            transfer_limit: crate::transfer_state::DEFAULT_TRANSFER_LIMIT,
         }
     }
 }
@@ -117,6 +121,10 @@ pub(crate) struct Inner<R> {
     /// Set when a local commit failed after its version had been shared: this node must not
     /// issue more dots under its epoch until it restarts (and takes a new one).
     pub(crate) fenced: std::sync::atomic::AtomicBool,
+    /// Partition transfers this node is sending.
+    pub(crate) transfers: Arc<crate::transfer_state::Registry>,
+    /// The per-node limit on concurrent transfers.
+    pub(crate) limiter: crate::transfer_state::TransferLimiter,
 }
 
 /// Everything a coordinator is built from.
@@ -142,6 +150,7 @@ pub struct Parts<R> {
 impl<R: Replicas> Coordinator<R> {
     /// Builds a coordinator. It spawns nothing until requests arrive.
     pub fn new(parts: Parts<R>) -> Coordinator<R> {
+        let limiter = crate::transfer_state::TransferLimiter::new(parts.options.transfer_limit);
         Coordinator {
             inner: Arc::new(Inner {
                 me: parts.me,
@@ -158,6 +167,8 @@ impl<R: Replicas> Coordinator<R> {
                 started: Instant::now(),
                 health: Health::default(),
                 fenced: std::sync::atomic::AtomicBool::new(false),
+                transfers: Arc::default(),
+                limiter,
             }),
         }
     }

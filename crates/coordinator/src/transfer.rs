@@ -1,0 +1,566 @@
+//! Partition transfer (paper 4.9): moving a partition's objects to a node that is about to own it,
+//! and dropping them from a node that no longer does.
+//!
+//! The sender pages through its copy of the partition in key order and sends bounded batches,
+//! objects and tombstones alike (deletes must move like values, or they come back). The receiver
+//! merges each batch into its storage durably before it acknowledges, and the sender then
+//! persists a cursor (the last acknowledged key) in its engine's metadata, so a transfer stopped
+//! by a crash, a network partition or a cancel resumes after that key instead of from the start.
+//! Writes that land behind the cursor meanwhile reach the receiver through dual writes (the
+//! caller installs the next ring with [`Coordinator::set_next_ring`] before it starts a
+//! transfer). The transfer ends with a final sync: the receiver answers what it holds of the
+//! partition once everything it acknowledged is durable, and the sender checks that it holds at
+//! least as many objects as were sent before it clears the cursor.
+//!
+//! Dropping after the ownership switch removes each object only if it is unchanged since it was
+//! read, so a write that arrived meanwhile (a late replica write, a hint) is kept.
+//!
+//! When a transfer runs and when a partition may be dropped is decided elsewhere (membership);
+//! this module only provides the mechanics and refuses drops that would lose a replica.
+
+use std::collections::BTreeSet;
+
+use dynamo_ring::{NodeId, PartitionId};
+use dynamo_storage::{Durability, Entry, ObjectKey, VersionedObject, is_deleted};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::replicas::Replicas;
+use crate::transfer_state::{
+    Cursor, PartitionSummary, Registration, TransferOptions, TransferReport, TransferStatus,
+    cursor_name,
+};
+
+/// Objects scanned per page when dropping a partition.
+const DROP_PAGE: usize = 512;
+
+/// Conditional removals run concurrently when dropping, so the engine's group commit can put
+/// them in one transaction instead of one fsync each.
+const DROP_PARALLELISM: usize = 16;
+
+/// What [`Coordinator::drop_partition`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropReport {
+    /// Objects removed.
+    pub removed: u64,
+    /// Objects kept because they changed after they were read.
+    pub kept_changed: u64,
+}
+
+/// Payload bytes of an object for progress and batch sizing: bucket, key, and every sibling's
+/// value and metadata (not the wire encoding, which adds clocks and framing).
+pub(crate) fn entry_bytes(key: &ObjectKey, object: &VersionedObject) -> u64 {
+    let siblings: usize = object.siblings().iter().map(|s| s.value.size()).sum();
+    u64::try_from(key.bucket.len() + key.key.len() + siblings).unwrap_or(u64::MAX)
+}
+
+/// Cuts a page into batches of at most `max_bytes` payload bytes (an object larger than that
+/// travels alone).
+fn batches(page: Vec<Entry>, max_bytes: usize) -> Vec<(Vec<Entry>, u64)> {
+    let max = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+    let mut out: Vec<(Vec<Entry>, u64)> = Vec::new();
+    for entry in page {
+        let size = entry_bytes(&entry.0, &entry.1);
+        match out.last_mut() {
+            Some((batch, bytes)) if *bytes + size <= max => {
+                batch.push(entry);
+                *bytes += size;
+            }
+            _ => out.push((vec![entry], size)),
+        }
+    }
+    out
+}
+
+impl<R: Replicas> Coordinator<R> {
+    /// Sends this node's copy of `partition` to `to` (its next owner) and returns once `to`
+    /// confirmed holding it. Waits for a permit of the node's transfer limit first. Resumes
+    /// after the last acknowledged key if an earlier run for the same epoch was interrupted.
+    ///
+    /// Errors leave the cursor in place (call again to resume); [`Error::Cancelled`] when
+    /// `options.cancel` or [`Coordinator::cancel_transfer`] stopped it. Refused if the same
+    /// partition is already being sent to `to`.
+    pub async fn transfer_partition(
+        &self,
+        partition: PartitionId,
+        to: NodeId,
+        options: TransferOptions,
+    ) -> Result<TransferReport> {
+        if to == self.inner.me {
+            return Err(Error::InvalidRequest(
+                "a node cannot transfer a partition to itself".into(),
+            ));
+        }
+        self.check_partition(partition)?;
+        if options.batch_keys == 0 || options.batch_bytes == 0 {
+            return Err(Error::InvalidRequest(
+                "transfer batches must allow at least one object and one byte".into(),
+            ));
+        }
+        let cancel = options.cancel.child_token();
+        let registration =
+            self.inner
+                .transfers
+                .register(partition, &to, options.expected_keys, cancel.clone())?;
+        let _permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(cancelled(partition, &to)),
+            permit = self.inner.limiter.acquire() => permit,
+        };
+        self.inner.metrics.transfers_active.inc();
+        let result = self
+            .run_transfer(partition, &to, &options, &cancel, &registration)
+            .await;
+        self.inner.metrics.transfers_active.dec();
+        match &result {
+            Ok(report) => {
+                self.inner.metrics.transfers_completed.inc();
+                tracing::info!(partition = partition.0, %to, keys = report.keys_total, resumed = report.resumed, "partition transfer complete");
+            }
+            Err(e) => {
+                tracing::info!(partition = partition.0, %to, error = %e, "partition transfer stopped");
+            }
+        }
+        result
+    }
+
+    /// The transfer itself, once registered and admitted.
+    async fn run_transfer(
+        &self,
+        partition: PartitionId,
+        to: &NodeId,
+        options: &TransferOptions,
+        cancel: &tokio_util::sync::CancellationToken,
+        registration: &Registration,
+    ) -> Result<TransferReport> {
+        let epoch = options.epoch.unwrap_or_else(|| {
+            self.next_ring()
+                .map_or_else(|| self.ring().epoch(), |r| r.epoch())
+        });
+        let cursor = self.load_cursor(partition, to, epoch).await?;
+        let resumed = cursor.is_some();
+        let (mut after, mut keys_total, mut bytes_total) = match cursor {
+            Some(c) => (Some(c.after), c.keys, c.bytes),
+            None => (None, 0, 0),
+        };
+        let started = self.inner.clock.now_ms();
+        registration.start(started, keys_total, bytes_total, resumed);
+        let (mut keys_sent, mut bytes_sent, mut batches_sent) = (0u64, 0u64, 0u64);
+        loop {
+            let from = after.clone();
+            let limit = options.batch_keys;
+            let page = self
+                .blocking(move |engine| engine.scan_partition(partition, from.as_ref(), limit))
+                .await?;
+            let exhausted = page.len() < limit;
+            for (batch, bytes) in batches(page, options.batch_bytes) {
+                let keys = batch.len() as u64;
+                let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+                    continue;
+                };
+                let send =
+                    self.inner
+                        .replicas
+                        .transfer_batch(to, partition, batch, options.timeout);
+                let acked = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(cancelled(partition, to)),
+                    acked = send => acked,
+                };
+                self.observe_peer(to, &acked);
+                acked?;
+                keys_total += keys;
+                bytes_total += bytes;
+                let cursor = Cursor {
+                    epoch,
+                    after: last.clone(),
+                    keys: keys_total,
+                    bytes: bytes_total,
+                };
+                self.store_cursor(partition, to, cursor.encode()).await?;
+                registration.sent(keys, bytes);
+                self.inner.metrics.transfer_keys_sent.inc_by(keys);
+                self.inner.metrics.transfer_bytes_sent.inc_by(bytes);
+                keys_sent += keys;
+                bytes_sent += bytes;
+                batches_sent += 1;
+                after = Some(last);
+            }
+            if exhausted {
+                break;
+            }
+        }
+        registration.syncing();
+        let sync = self
+            .inner
+            .replicas
+            .transfer_sync(to, partition, options.timeout);
+        let receiver = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(cancelled(partition, to)),
+            summary = sync => summary,
+        };
+        self.observe_peer(to, &receiver);
+        let receiver = receiver?;
+        // Clear the cursor either way: complete, or the receiver lost data and only a transfer
+        // from the start can repair it.
+        self.store_cursor(partition, to, Vec::new()).await?;
+        if receiver.objects < keys_total {
+            return Err(Error::Internal(format!(
+                "{to} holds {} objects of partition {} but {keys_total} were sent: it lost data; the transfer must start over",
+                receiver.objects, partition.0
+            )));
+        }
+        Ok(TransferReport {
+            partition,
+            to: to.clone(),
+            resumed,
+            keys_sent,
+            bytes_sent,
+            keys_total,
+            bytes_total,
+            batches: batches_sent,
+            receiver,
+            elapsed_ms: self.inner.clock.now_ms().saturating_sub(started),
+        })
+    }
+
+    /// The cursor an interrupted transfer of `partition` to `to` for `epoch` left, if any. A
+    /// cursor of another epoch, or one that does not decode, is ignored (the transfer starts
+    /// over, which is always safe: merges are idempotent).
+    async fn load_cursor(
+        &self,
+        partition: PartitionId,
+        to: &NodeId,
+        epoch: u64,
+    ) -> Result<Option<Cursor>> {
+        let name = cursor_name(partition, to);
+        let Some(bytes) = self.blocking(move |engine| engine.get_meta(&name)).await? else {
+            return Ok(None);
+        };
+        match Cursor::decode(partition, &bytes) {
+            Ok(Some(c)) if c.epoch == epoch => Ok(Some(c)),
+            Ok(Some(c)) => {
+                tracing::info!(partition = partition.0, %to, cursor_epoch = c.epoch, epoch, "ignoring the cursor of a transfer for another ring epoch");
+                Ok(None)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(partition = partition.0, %to, error = %e, "unreadable transfer cursor; starting over");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Persists (durably) the cursor of `partition`'s transfer to `to`; empty clears it.
+    async fn store_cursor(
+        &self,
+        partition: PartitionId,
+        to: &NodeId,
+        value: Vec<u8>,
+    ) -> Result<()> {
+        let name = cursor_name(partition, to);
+        self.blocking(move |engine| engine.set_meta(&name, &value))
+            .await
+    }
+
+    /// Forgets the cursor of an abandoned transfer (a plan that was cleared), so a later transfer
+    /// of the same partition to the same node starts from the beginning. Refused while that
+    /// transfer runs.
+    pub async fn forget_transfer(&self, partition: PartitionId, to: &NodeId) -> Result<()> {
+        self.check_partition(partition)?;
+        if self
+            .inner
+            .transfers
+            .statuses(&self.inner.me, 0)
+            .iter()
+            .any(|s| s.partition == partition && &s.to == to)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "partition {} is being sent to {to}; cancel it first",
+                partition.0
+            )));
+        }
+        self.store_cursor(partition, to, Vec::new()).await
+    }
+
+    /// Cancels the running transfer of `partition` to `to`; whether there was one. Its cursor
+    /// stays, so transferring again resumes.
+    pub fn cancel_transfer(&self, partition: PartitionId, to: &NodeId) -> bool {
+        self.inner.transfers.cancel(partition, to)
+    }
+
+    /// Every transfer this node is sending or waiting to send, with progress, rate and ETA.
+    pub fn transfers(&self) -> Vec<TransferStatus> {
+        self.inner
+            .transfers
+            .statuses(&self.inner.me, self.inner.clock.now_ms())
+    }
+
+    /// How many transfers this node sends at once.
+    pub fn transfer_limit(&self) -> usize {
+        self.inner.limiter.limit()
+    }
+
+    /// Changes how many transfers this node sends at once; running transfers above a lowered
+    /// limit finish, waiting ones start as permits free up. 0 pauses new transfers.
+    pub fn set_transfer_limit(&self, limit: usize) -> Result<()> {
+        self.inner.limiter.set_limit(limit)
+    }
+
+    /// The receiving side of a transfer batch: validates every entry (keys within limits and in
+    /// `partition` under this node's ring), then merges each into local storage durably and
+    /// answers how many objects were merged. An invalid batch is refused whole and changes
+    /// nothing. Idempotent: a batch sent twice (a resend after a lost acknowledgement) stores
+    /// the same objects.
+    pub async fn replica_transfer_batch(
+        &self,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+    ) -> Result<u64> {
+        self.check_partition(partition)?;
+        let ring = self.ring();
+        let limits = self.inner.engine.limits();
+        for (key, object) in &entries {
+            self.check_key(&key.bucket, &key.key)?;
+            if key.partition != partition
+                || ring.partition_for_key(&key.bucket, &key.key) != partition
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "{key} does not belong to partition {}",
+                    partition.0
+                )));
+            }
+            for sibling in object.siblings() {
+                if sibling.value.size() > limits.max_value_len {
+                    return Err(Error::TooLarge(format!(
+                        "{key}: a sibling of {} bytes is over the limit of {}",
+                        sibling.value.size(),
+                        limits.max_value_len
+                    )));
+                }
+            }
+        }
+        let count = entries.len() as u64;
+        // Submit every merge before waiting for any, so the engine's group commit makes the
+        // batch durable with a few fsyncs instead of one per object.
+        let mut pending = Vec::with_capacity(entries.len());
+        for (key, incoming) in entries {
+            let lww = self.bucket_props(&key.bucket).last_write_wins;
+            let (tx, rx) = oneshot::channel();
+            self.inner.engine.update_then(
+                &key,
+                Durability::Sync,
+                Box::new(move |stored: Option<VersionedObject>| {
+                    let mut merged = stored.unwrap_or_default();
+                    merged.merge(&incoming);
+                    if lww {
+                        merged.resolve_lww();
+                    }
+                    Ok(merged)
+                }),
+                Box::new(move |outcome| {
+                    let _ = tx.send(outcome);
+                }),
+            );
+            pending.push(rx);
+        }
+        for rx in pending {
+            match rx.await {
+                Ok(outcome) => {
+                    outcome?;
+                }
+                Err(_) => {
+                    return Err(Error::Storage(
+                        "the storage engine dropped a transfer merge".into(),
+                    ));
+                }
+            }
+        }
+        self.inner.metrics.transfer_keys_received.inc_by(count);
+        Ok(count)
+    }
+
+    /// The receiving side of the final sync: makes everything stored durable and answers what
+    /// this node holds of `partition`. The sender calls it only after every batch was
+    /// acknowledged, and batches are acknowledged only once durably merged.
+    pub async fn replica_transfer_sync(&self, partition: PartitionId) -> Result<PartitionSummary> {
+        self.check_partition(partition)?;
+        self.blocking(move |engine| {
+            engine.flush()?;
+            let mut summary = PartitionSummary::default();
+            let mut after: Option<ObjectKey> = None;
+            loop {
+                let page = engine.scan_partition(partition, after.as_ref(), DROP_PAGE)?;
+                let done = page.len() < DROP_PAGE;
+                for (key, object) in &page {
+                    summary.objects += 1;
+                    summary.tombstones += u64::from(is_deleted(object));
+                    summary.bytes += entry_bytes(key, object);
+                }
+                after = page.last().map(|(k, _)| k.clone());
+                if done {
+                    return Ok(summary);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Deletes this node's copy of `partition`, which it no longer replicates, each object only
+    /// if unchanged since it was read (a write that arrived meanwhile is kept, and a later call
+    /// removes it once it is settled).
+    ///
+    /// Refused (nothing removed) while the current or the next ring lists this node among the
+    /// partition's primaries for the default n_val or any bucket's configured n_val (one bucket's
+    /// larger N may still need the copy; the check is per partition, not per bucket), or while a
+    /// transfer of the partition from this node is running. The caller must also know that every
+    /// member has seen the ownership switch (membership's job).
+    pub async fn drop_partition(&self, partition: PartitionId) -> Result<DropReport> {
+        self.check_partition(partition)?;
+        self.check_droppable(partition)?;
+        let mut report = DropReport::default();
+        let mut after: Option<ObjectKey> = None;
+        loop {
+            let from = after.clone();
+            let page = self
+                .blocking(move |engine| engine.scan_partition(partition, from.as_ref(), DROP_PAGE))
+                .await?;
+            let done = page.len() < DROP_PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            let (removed, kept) = self.remove_unchanged(page).await?;
+            report.removed += removed;
+            report.kept_changed += kept;
+            if done {
+                break;
+            }
+        }
+        self.inner
+            .metrics
+            .transfer_objects_dropped
+            .inc_by(report.removed);
+        tracing::info!(
+            partition = partition.0,
+            removed = report.removed,
+            kept = report.kept_changed,
+            "dropped a partition this node no longer replicates"
+        );
+        Ok(report)
+    }
+
+    /// Why `partition` may not be dropped here, if it may not.
+    fn check_droppable(&self, partition: PartitionId) -> Result<()> {
+        if self.inner.transfers.is_sending(partition) {
+            return Err(Error::InvalidRequest(format!(
+                "partition {} is being transferred from this node",
+                partition.0
+            )));
+        }
+        let n_vals: BTreeSet<u8> = self.inner.buckets.n_vals();
+        let rings =
+            std::iter::once(("current", self.ring())).chain(self.next_ring().map(|r| ("next", r)));
+        for (which, ring) in rings {
+            for &n in &n_vals {
+                if ring
+                    .preference_list_for_partition(partition, usize::from(n))
+                    .is_primary(&self.inner.me)
+                {
+                    return Err(Error::InvalidRequest(format!(
+                        "this node replicates partition {} in the {which} ring (n_val {n}); refusing to drop it",
+                        partition.0
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes each entry that is still exactly as read; returns (removed, kept).
+    async fn remove_unchanged(&self, page: Vec<Entry>) -> Result<(u64, u64)> {
+        let chunk = page.len().div_ceil(DROP_PARALLELISM).max(1);
+        let mut tasks = Vec::new();
+        let mut page = page;
+        while !page.is_empty() {
+            let rest = page.split_off(chunk.min(page.len()));
+            let part = std::mem::replace(&mut page, rest);
+            let this = self.clone();
+            tasks.push(tokio::spawn(async move {
+                this.blocking(move |engine| {
+                    let mut removed = 0u64;
+                    for (key, object) in &part {
+                        removed += u64::from(engine.remove_if_unchanged(key, object)?);
+                    }
+                    Ok((removed, part.len() as u64 - removed))
+                })
+                .await
+            }));
+        }
+        let (mut removed, mut kept) = (0, 0);
+        for task in tasks {
+            let (r, k) = task
+                .await
+                .map_err(|e| Error::Internal(format!("drop task failed: {e}")))??;
+            removed += r;
+            kept += k;
+        }
+        Ok((removed, kept))
+    }
+
+    /// Checks that `partition` exists in this node's ring.
+    fn check_partition(&self, partition: PartitionId) -> Result<()> {
+        let q = self.ring().q();
+        if partition.0 >= q {
+            return Err(Error::InvalidRequest(format!(
+                "partition {} does not exist (the ring has {q})",
+                partition.0
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The error of a cancelled transfer.
+fn cancelled(partition: PartitionId, to: &NodeId) -> Error {
+    Error::Cancelled(format!("transfer of partition {} to {to}", partition.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_storage::Content;
+    use dynamo_versioning::{Actor, Context};
+
+    use super::*;
+
+    fn entry(i: usize, len: usize) -> Entry {
+        let mut object = VersionedObject::new();
+        object.put(
+            Actor::new(1, 0),
+            &Context::empty(),
+            Content::new(vec![0u8; len]),
+            0,
+        );
+        (
+            ObjectKey::new(PartitionId(0), "b", format!("{i:03}")),
+            object,
+        )
+    }
+
+    #[test]
+    fn batches_respect_the_byte_budget_and_keep_order() {
+        let page: Vec<Entry> = (0..10).map(|i| entry(i, 100)).collect();
+        // Each entry is 1 + 3 + 100 = 104 bytes: two fit in 250.
+        let out = batches(page.clone(), 250);
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|(b, bytes)| b.len() == 2 && *bytes == 208));
+        let flat: Vec<Entry> = out.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(flat, page);
+        // An object over the budget travels alone.
+        let big = batches(vec![entry(0, 10), entry(1, 1000), entry(2, 10)], 100);
+        assert_eq!(
+            big.iter().map(|(b, _)| b.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+    }
+}

@@ -1,0 +1,890 @@
+//! Partition transfer between coordinators in one process: a four-node cluster gains a fifth node
+//! (the next ring), partitions stream to it while clients write, and old owners drop what they no
+//! longer replicate. The in-memory `Replicas` can fail, hold or count transfer batches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dynamo_coordinator::{
+    BucketProps, Buckets, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest,
+    ManualClock, Options, PartitionSummary, Parts, PutRequest, PutResponse, Quorum, ReplicaPut,
+    Replicas, Result, TransferOptions, TransferPhase,
+};
+use dynamo_ring::{Member, NodeId, PartitionId, Ring};
+use dynamo_storage::{
+    Content, Durability, Engine, Entry, Hint, Limits, MemoryEngine, ObjectKey, UpdateFn,
+    VersionedObject, is_deleted,
+};
+use dynamo_versioning::{Actor, Context};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Semaphore;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// Partitions of the test rings: few, so each holds many keys.
+const Q: u32 = 8;
+
+/// The in-process network.
+#[derive(Default)]
+struct Net {
+    nodes: RwLock<HashMap<NodeId, Coordinator<Net>>>,
+    down: RwLock<BTreeSet<NodeId>>,
+    /// Transfer batches wait for a permit of this semaphore when set.
+    gate: RwLock<Option<Arc<Semaphore>>>,
+    /// Transfer batches fail once this many more have passed.
+    fail_batches_after: Mutex<Option<u64>>,
+    /// Objects delivered in transfer batches, per receiver.
+    received: Mutex<BTreeMap<NodeId, u64>>,
+}
+
+impl Net {
+    fn node(&self, to: &NodeId) -> Result<Coordinator<Net>> {
+        if self.down.read().contains(to) {
+            return Err(Error::Unreachable(format!("{to} is down")));
+        }
+        self.nodes
+            .read()
+            .get(to)
+            .cloned()
+            .ok_or_else(|| Error::Unreachable(format!("{to} unknown")))
+    }
+}
+
+impl Replicas for Net {
+    async fn ping(&self, to: &NodeId, _: Duration) -> Result<()> {
+        self.node(to).map(|_| ())
+    }
+
+    async fn get(
+        &self,
+        to: &NodeId,
+        key: &ObjectKey,
+        _: Duration,
+    ) -> Result<Option<VersionedObject>> {
+        self.node(to)?.replica_get(key.clone()).await
+    }
+
+    async fn put(&self, to: &NodeId, put: ReplicaPut, _: Duration) -> Result<bool> {
+        self.node(to)?.replica_put(put).await
+    }
+
+    fn forward_put(
+        &self,
+        to: &NodeId,
+        request: PutRequest,
+        _: Duration,
+    ) -> impl Future<Output = Result<PutResponse>> + Send {
+        let node = self.node(to);
+        let fut: BoxFuture<PutResponse> = Box::pin(async move { node?.put(request).await });
+        fut
+    }
+
+    fn forward_delete(
+        &self,
+        to: &NodeId,
+        request: DeleteRequest,
+        _: Duration,
+    ) -> impl Future<Output = Result<DeleteResponse>> + Send {
+        let node = self.node(to);
+        let fut: BoxFuture<DeleteResponse> = Box::pin(async move { node?.delete(request).await });
+        fut
+    }
+
+    async fn list_keys(&self, to: &NodeId, bucket: &[u8], _: Duration) -> Result<Vec<Vec<u8>>> {
+        self.node(to)?.local_keys(bucket.to_vec()).await
+    }
+
+    async fn set_bucket_props(
+        &self,
+        to: &NodeId,
+        bucket: &[u8],
+        props: &BucketProps,
+        _: Duration,
+    ) -> Result<()> {
+        self.node(to)?
+            .replica_set_bucket_props(bucket, props.clone())
+    }
+
+    async fn transfer_batch(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+        _: Duration,
+    ) -> Result<u64> {
+        let node = self.node(to)?;
+        let gate = self.gate.read().clone();
+        if let Some(gate) = gate {
+            gate.acquire()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .forget();
+        }
+        if let Some(left) = self.fail_batches_after.lock().as_mut() {
+            if *left == 0 {
+                return Err(Error::Unreachable(format!("{to}: link cut")));
+            }
+            *left -= 1;
+        }
+        let count = entries.len() as u64;
+        let merged = node.replica_transfer_batch(partition, entries).await?;
+        *self.received.lock().entry(to.clone()).or_default() += count;
+        Ok(merged)
+    }
+
+    async fn transfer_sync(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        _: Duration,
+    ) -> Result<PartitionSummary> {
+        self.node(to)?.replica_transfer_sync(partition).await
+    }
+}
+
+/// Runs once, right after a scan.
+type ScanHook = Box<dyn FnOnce(&MemoryEngine) + Send>;
+
+/// A memory engine that runs a hook right after a partition scan (a write landing between the
+/// moment a dropper reads an object and the moment it removes it).
+struct HookEngine {
+    inner: MemoryEngine,
+    after_scan: Mutex<Option<ScanHook>>,
+}
+
+impl Engine for HookEngine {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn durability(&self) -> Durability {
+        self.inner.durability()
+    }
+    fn get(&self, key: &ObjectKey) -> dynamo_storage::Result<Option<VersionedObject>> {
+        self.inner.get(key)
+    }
+    fn update_with(
+        &self,
+        key: &ObjectKey,
+        durability: Durability,
+        f: UpdateFn,
+    ) -> dynamo_storage::Result<VersionedObject> {
+        self.inner.update_with(key, durability, f)
+    }
+    fn scan_partition(
+        &self,
+        p: PartitionId,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> dynamo_storage::Result<Vec<Entry>> {
+        let page = self.inner.scan_partition(p, after, limit)?;
+        if let Some(hook) = self.after_scan.lock().take() {
+            hook(&self.inner);
+        }
+        Ok(page)
+    }
+    fn scan_bucket(
+        &self,
+        bucket: &[u8],
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> dynamo_storage::Result<Vec<Entry>> {
+        self.inner.scan_bucket(bucket, after, limit)
+    }
+    fn remove_if_unchanged(
+        &self,
+        key: &ObjectKey,
+        expected: &VersionedObject,
+    ) -> dynamo_storage::Result<bool> {
+        self.inner.remove_if_unchanged(key, expected)
+    }
+    fn put_hint(
+        &self,
+        owner: &NodeId,
+        key: &ObjectKey,
+        object: &VersionedObject,
+        now_ms: u64,
+    ) -> dynamo_storage::Result<u64> {
+        self.inner.put_hint(owner, key, object, now_ms)
+    }
+    fn hints(
+        &self,
+        owner: Option<&NodeId>,
+        after_id: Option<u64>,
+        limit: usize,
+    ) -> dynamo_storage::Result<Vec<Hint>> {
+        self.inner.hints(owner, after_id, limit)
+    }
+    fn remove_hint(&self, id: u64) -> dynamo_storage::Result<()> {
+        self.inner.remove_hint(id)
+    }
+    fn hint_count(&self) -> dynamo_storage::Result<u64> {
+        self.inner.hint_count()
+    }
+    fn get_meta(&self, name: &str) -> dynamo_storage::Result<Option<Vec<u8>>> {
+        self.inner.get_meta(name)
+    }
+    fn set_meta(&self, name: &str, value: &[u8]) -> dynamo_storage::Result<()> {
+        self.inner.set_meta(name, value)
+    }
+    fn flush(&self) -> dynamo_storage::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Four members n1..n4 and a joiner n5 that owns partitions only in the next ring.
+struct Cluster {
+    net: Arc<Net>,
+    current: Ring,
+    next: Ring,
+    engines: BTreeMap<NodeId, Arc<HookEngine>>,
+}
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let net = Arc::new(Net::default());
+        let members: Vec<Member> = (1..=4).map(|i| Member::new(id(&format!("n{i}")))).collect();
+        let current = Ring::new(Q, members, 3).unwrap();
+        let next = current
+            .with_member_joined(Member::new(id("n5")), 3)
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let mut engines = BTreeMap::new();
+        for i in 1..=5 {
+            let me = id(&format!("n{i}"));
+            let engine = Arc::new(HookEngine {
+                inner: MemoryEngine::new(),
+                after_scan: Mutex::new(None),
+            });
+            let dyn_engine: Arc<dyn Engine> = engine.clone();
+            let buckets = Buckets::load(
+                BucketProps::default(),
+                BTreeMap::new(),
+                Arc::clone(&dyn_engine),
+            )
+            .unwrap();
+            let coordinator = Coordinator::new(Parts {
+                me: me.clone(),
+                actor: Actor::new(me.actor_id(), 1),
+                ring: current.clone(),
+                engine: dyn_engine,
+                replicas: Arc::clone(&net),
+                buckets,
+                clock: clock.clone(),
+                options: Options {
+                    default_timeout: Duration::from_secs(5),
+                    read_repair_linger: Duration::from_millis(20),
+                    ..Options::default()
+                },
+            });
+            net.nodes.write().insert(me.clone(), coordinator);
+            engines.insert(me, engine);
+        }
+        Cluster {
+            net,
+            current,
+            next,
+            engines,
+        }
+    }
+
+    fn node(&self, name: &str) -> Coordinator<Net> {
+        self.net.nodes.read()[&id(name)].clone()
+    }
+
+    fn every_node(&self) -> Vec<Coordinator<Net>> {
+        self.net.nodes.read().values().cloned().collect()
+    }
+
+    /// Every node learns the next ring (before any transfer starts).
+    fn begin_transition(&self) {
+        for node in self.every_node() {
+            node.set_next_ring(Some(self.next.clone())).unwrap();
+        }
+    }
+
+    /// Every node switches to the next ring.
+    fn switch(&self) {
+        for node in self.every_node() {
+            node.set_ring(self.next.clone());
+        }
+    }
+
+    /// Every (partition, sender, receiver) the join needs: each next primary that is not a
+    /// current one receives the partition from the first current primary.
+    fn moves(&self) -> Vec<(PartitionId, NodeId, NodeId)> {
+        let mut out = Vec::new();
+        for p in self.current.partitions() {
+            let now = self.current.preference_list_for_partition(p, 3);
+            let next = self.next.preference_list_for_partition(p, 3);
+            for to in next.primaries() {
+                if !now.is_primary(to) {
+                    out.push((p, now.primaries()[0].clone(), to.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The moves to n5.
+    fn moves_to_n5(&self) -> Vec<(PartitionId, NodeId)> {
+        self.moves()
+            .into_iter()
+            .filter(|(_, _, to)| to == &id("n5"))
+            .map(|(p, from, _)| (p, from))
+            .collect()
+    }
+
+    fn stored(&self, node: &str, bucket: &str, key: &str) -> Option<VersionedObject> {
+        let p = self
+            .current
+            .partition_for_key(bucket.as_bytes(), key.as_bytes());
+        self.engines[&id(node)]
+            .get(&ObjectKey::new(p, bucket, key))
+            .unwrap()
+    }
+
+    fn count(&self, node: &str, p: PartitionId) -> usize {
+        self.engines[&id(node)]
+            .scan_partition(p, None, usize::MAX)
+            .unwrap()
+            .len()
+    }
+
+    /// A partition n5 will own with the most keys (sent from `from`), for single-transfer tests.
+    fn biggest_move(&self) -> (PartitionId, NodeId) {
+        self.moves_to_n5()
+            .into_iter()
+            .max_by_key(|(p, from)| self.count(from.as_str(), *p))
+            .unwrap()
+    }
+
+    async fn write_keys(&self, keys: std::ops::Range<usize>) {
+        for i in keys {
+            self.node("n1")
+                .put(put(&format!("k{i}"), &format!("v{i}")))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest::new("b", key, Content::new(value.to_string()), Context::empty())
+}
+
+fn values(object: &VersionedObject) -> Vec<String> {
+    object
+        .siblings()
+        .iter()
+        .filter(|s| !s.value.deleted)
+        .map(|s| String::from_utf8_lossy(&s.value.value).into())
+        .collect()
+}
+
+/// Polls `f` until it holds, with a deadline.
+async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn small_batches() -> TransferOptions {
+    TransferOptions {
+        batch_keys: 10,
+        ..TransferOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn dual_writes_reach_the_next_owners_and_a_missed_one_is_handed_off() {
+    let c = Cluster::new();
+    c.begin_transition();
+    let n5 = id("n5");
+    let owned_by_n5 = |key: &str| {
+        c.next
+            .preference_list(b"b", key.as_bytes(), 3)
+            .is_primary(&n5)
+    };
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("k{i}"))
+        .filter(|k| owned_by_n5(k))
+        .take(20)
+        .collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        c.node("n1").put(put(k, "v1")).await.unwrap();
+    }
+    for k in &keys {
+        eventually("the next owner to get the write", || {
+            c.stored("n5", "b", k).is_some_and(|o| values(&o) == ["v1"])
+        })
+        .await;
+    }
+    // With the next owner down, writes still meet their quorum on the current owners...
+    c.net.down.write().insert(n5.clone());
+    for k in &keys {
+        c.node("n2").put(put(k, "v2")).await.unwrap();
+    }
+    // ...and reach it through hinted handoff once it is back.
+    for node in c.every_node() {
+        node.drain().await;
+    }
+    c.net.down.write().remove(&n5);
+    for node in c.every_node() {
+        node.health().mark_up(&n5);
+        node.hand_off_hints().await.unwrap();
+    }
+    for k in &keys {
+        let stored = c.stored("n5", "b", k).unwrap();
+        assert!(values(&stored).contains(&"v2".to_string()), "{k}");
+    }
+    // Installing the next ring as current ends the transition.
+    c.switch();
+    assert!(c.every_node().iter().all(|n| n.next_ring().is_none()));
+}
+
+#[tokio::test]
+async fn a_next_ring_must_be_newer_and_keep_q() {
+    let c = Cluster::new();
+    let n1 = c.node("n1");
+    assert!(matches!(
+        n1.set_next_ring(Some(c.current.clone())),
+        Err(Error::InvalidRequest(_))
+    ));
+    let other_q = Ring::new(16, c.next.members().to_vec(), 3).unwrap();
+    let other_q = other_q
+        .with_member_joined(Member::new(id("n6")), 3)
+        .unwrap();
+    assert!(matches!(
+        n1.set_next_ring(Some(other_q)),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(n1.next_ring().is_none());
+    n1.set_next_ring(Some(c.next.clone())).unwrap();
+    assert_eq!(n1.next_ring().unwrap().epoch(), c.next.epoch());
+    n1.set_next_ring(None).unwrap();
+    assert!(n1.next_ring().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_under_concurrent_writes_loses_no_acknowledged_write() {
+    let c = Arc::new(Cluster::new());
+    c.write_keys(0..600).await;
+    c.begin_transition();
+    // Every transfer batch waits for a write to be acknowledged first, so writes interleave
+    // with the transfers, behind and ahead of their cursors.
+    let gate = Arc::new(Semaphore::new(0));
+    *c.net.gate.write() = Some(Arc::clone(&gate));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (c, done, gate) = (Arc::clone(&c), Arc::clone(&done), Arc::clone(&gate));
+        tokio::spawn(async move {
+            // Overwrites of old keys and new keys, each with the context of its previous write;
+            // the last acknowledged value per key is what must survive.
+            let mut acked: BTreeMap<String, String> = BTreeMap::new();
+            let mut contexts: HashMap<String, Context> = HashMap::new();
+            for round in 0..3000 {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                let key = format!("k{}", (round * 7) % 900);
+                let value = format!("w{round}");
+                let mut request = put(&key, &value);
+                request.context = contexts.get(&key).cloned().unwrap_or_else(Context::empty);
+                let coordinator = format!("n{}", 1 + round % 4);
+                if let Ok(response) = c.node(&coordinator).put(request).await {
+                    contexts.insert(key.clone(), response.object.context());
+                    acked.insert(key, value);
+                }
+                gate.add_permits(1);
+            }
+            gate.add_permits(100_000);
+            acked
+        })
+    };
+    let mut transfers = Vec::new();
+    for (p, from, to) in c.moves() {
+        let node = c.node(from.as_str());
+        transfers.push(tokio::spawn(async move {
+            node.transfer_partition(p, to, small_batches()).await
+        }));
+    }
+    for t in transfers {
+        let report = t.await.unwrap().unwrap();
+        assert!(report.receiver.objects >= report.keys_total);
+    }
+    done.store(true, Ordering::SeqCst);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 100, "too few writes overlapped the transfers");
+    // Replica writes outstanding at W finish in the background: wait for them, then switch.
+    for node in c.every_node() {
+        node.drain().await;
+    }
+    c.switch();
+    let initial = (0..600).map(|i| (format!("k{i}"), format!("v{i}")));
+    let expected: BTreeMap<String, String> = initial.chain(acked).collect();
+    for (key, value) in &expected {
+        // Every new primary holds the last acknowledged value...
+        let pl = c.next.preference_list(b"b", key.as_bytes(), 3);
+        for owner in pl.primaries() {
+            let stored = c.stored(owner.as_str(), "b", key).unwrap_or_default();
+            assert!(
+                values(&stored).contains(value),
+                "{owner} lacks {key}={value}"
+            );
+        }
+    }
+    // ...and a client reading through the joined node sees it.
+    for (key, value) in expected.iter().step_by(7) {
+        let mut get = GetRequest::new("b", key.as_str());
+        get.r = Quorum::All;
+        let read = c.node("n5").get(get).await.unwrap();
+        assert!(
+            values(&read.object).contains(value),
+            "{key}: {value} is lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_transfer_resumes_after_its_last_acknowledged_batch() {
+    let c = Cluster::new();
+    c.write_keys(0..800).await;
+    c.begin_transition();
+    let (p, from) = c.biggest_move();
+    let total = c.count(from.as_str(), p) as u64;
+    let sender = c.node(from.as_str());
+    let gate = Arc::new(Semaphore::new(3));
+    *c.net.gate.write() = Some(Arc::clone(&gate));
+    let run = {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            sender
+                .transfer_partition(p, id("n5"), small_batches())
+                .await
+        })
+    };
+    // Three batches pass, the fourth waits at the gate.
+    eventually("three batches acknowledged", || {
+        sender
+            .transfers()
+            .first()
+            .is_some_and(|s| s.keys_sent == 30)
+    })
+    .await;
+    let status = sender.transfers().remove(0);
+    assert_eq!(
+        (status.partition, &status.from, &status.to),
+        (p, &from, &id("n5"))
+    );
+    assert_eq!(status.phase, TransferPhase::Sending);
+    assert!(status.bytes_sent > 0);
+    assert!(sender.cancel_transfer(p, &id("n5")));
+    assert!(matches!(run.await.unwrap(), Err(Error::Cancelled(_))));
+    assert!(sender.transfers().is_empty());
+    // Open the gate: the next run starts after the 30 acknowledged keys.
+    *c.net.gate.write() = None;
+    gate.add_permits(1000);
+    let report = sender
+        .transfer_partition(p, id("n5"), small_batches())
+        .await
+        .unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.keys_total, total);
+    // The batch held at the gate when cancelled may have been merged; it is sent again.
+    assert!(report.keys_sent <= total - 30, "{report:?}");
+    assert!(report.keys_sent < report.keys_total);
+    assert_eq!(c.count("n5", p) as u64, total);
+    // A completed transfer leaves no cursor: the next one starts from the beginning.
+    let again = sender
+        .transfer_partition(p, id("n5"), small_batches())
+        .await
+        .unwrap();
+    assert!(!again.resumed);
+    assert_eq!(again.keys_sent, total);
+}
+
+#[tokio::test]
+async fn a_transfer_cut_by_the_network_resumes_and_a_receiver_that_lost_data_restarts_it() {
+    let c = Cluster::new();
+    c.write_keys(0..800).await;
+    c.begin_transition();
+    let (p, from) = c.biggest_move();
+    let total = c.count(from.as_str(), p) as u64;
+    let sender = c.node(from.as_str());
+    *c.net.fail_batches_after.lock() = Some(5);
+    let cut = sender
+        .transfer_partition(p, id("n5"), small_batches())
+        .await;
+    assert!(matches!(cut, Err(Error::Unreachable(_))), "{cut:?}");
+    *c.net.fail_batches_after.lock() = None;
+    let before = c.net.received.lock()[&id("n5")];
+    assert_eq!(before, 50);
+    let report = sender
+        .transfer_partition(p, id("n5"), small_batches())
+        .await
+        .unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.keys_sent, total - 50);
+    assert_eq!(c.net.received.lock()[&id("n5")], total);
+
+    // The receiver loses what it held of the partition after a cut: the final sync notices,
+    // the cursor is cleared, and the next run sends everything.
+    *c.net.fail_batches_after.lock() = Some(2);
+    sender
+        .transfer_partition(
+            p,
+            id("n5"),
+            TransferOptions {
+                epoch: Some(99),
+                ..small_batches()
+            },
+        )
+        .await
+        .unwrap_err();
+    *c.net.fail_batches_after.lock() = None;
+    let n5 = &c.engines[&id("n5")];
+    for (key, object) in n5.scan_partition(p, None, usize::MAX).unwrap() {
+        assert!(n5.remove_if_unchanged(&key, &object).unwrap());
+    }
+    let lost = sender
+        .transfer_partition(
+            p,
+            id("n5"),
+            TransferOptions {
+                epoch: Some(99),
+                ..small_batches()
+            },
+        )
+        .await;
+    assert!(matches!(lost, Err(Error::Internal(_))), "{lost:?}");
+    let fresh = sender
+        .transfer_partition(
+            p,
+            id("n5"),
+            TransferOptions {
+                epoch: Some(99),
+                ..small_batches()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!fresh.resumed);
+    assert_eq!(c.count("n5", p) as u64, total);
+}
+
+#[tokio::test]
+async fn tombstones_move_like_values() {
+    let c = Cluster::new();
+    c.write_keys(0..400).await;
+    let (p, from) = c.biggest_move();
+    let keys: Vec<ObjectKey> = c.engines[&from]
+        .scan_partition(p, None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let deleted: Vec<&ObjectKey> = keys.iter().step_by(3).collect();
+    for key in &deleted {
+        c.node("n1")
+            .delete(DeleteRequest::new("b", key.key.clone(), None))
+            .await
+            .unwrap();
+    }
+    for node in c.every_node() {
+        node.drain().await;
+    }
+    c.begin_transition();
+    let report = c
+        .node(from.as_str())
+        .transfer_partition(p, id("n5"), TransferOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.receiver.tombstones, deleted.len() as u64);
+    let n5 = &c.engines[&id("n5")];
+    for key in &keys {
+        let stored = n5.get(key).unwrap().expect("every key moved");
+        assert_eq!(is_deleted(&stored), deleted.contains(&key), "{key}");
+    }
+    // After the switch a read through the new owner finds the deletes deleted.
+    c.switch();
+    for key in &deleted {
+        let mut get = GetRequest::new("b", key.key.clone());
+        get.r = Quorum::All;
+        assert!(c.node("n5").get(get).await.unwrap().is_not_found());
+    }
+}
+
+#[tokio::test]
+async fn drop_partition_removes_only_what_did_not_change_and_never_a_replicated_partition() {
+    let c = Cluster::new();
+    c.write_keys(0..400).await;
+    c.begin_transition();
+    // A partition some current primary gives up to n5.
+    let (p, old) = c
+        .next
+        .partitions_replicated_by(&id("n5"), 3)
+        .into_iter()
+        .find_map(|p| {
+            let now = c.current.preference_list_for_partition(p, 3);
+            let next = c.next.preference_list_for_partition(p, 3);
+            now.primaries()
+                .iter()
+                .find(|n| !next.is_primary(n))
+                .map(|n| (p, n.clone()))
+        })
+        .expect("a join moves some replica");
+    let old_node = c.node(old.as_str());
+    old_node
+        .transfer_partition(p, id("n5"), TransferOptions::default())
+        .await
+        .unwrap();
+    // Still a primary in the current ring: refused, nothing removed.
+    let before = c.count(old.as_str(), p);
+    assert!(matches!(
+        old_node.drop_partition(p).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    assert_eq!(c.count(old.as_str(), p), before);
+    c.switch();
+    // A bucket with n_val 5 makes every member a primary: refused.
+    old_node
+        .replica_set_bucket_props(
+            b"wide",
+            BucketProps {
+                n_val: 5,
+                ..BucketProps::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        old_node.drop_partition(p).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    old_node
+        .replica_set_bucket_props(b"wide", BucketProps::default())
+        .unwrap();
+    // A write lands on one key between the dropper's scan and its removal: that key stays.
+    let entries = c.engines[&old].scan_partition(p, None, usize::MAX).unwrap();
+    let (changed, _) = entries[entries.len() / 2].clone();
+    let late = changed.clone();
+    *c.engines[&old].after_scan.lock() = Some(Box::new(move |engine: &MemoryEngine| {
+        let mut object = engine.get(&late).unwrap().unwrap();
+        let context = object.context();
+        object.put(Actor::new(77, 1), &context, Content::new("late"), 1);
+        engine
+            .update_with(&late, Durability::Sync, Box::new(move |_| Ok(object)))
+            .unwrap();
+    }));
+    let report = old_node.drop_partition(p).await.unwrap();
+    assert_eq!(report.kept_changed, 1);
+    assert_eq!(report.removed, entries.len() as u64 - 1);
+    let left = c.engines[&old].scan_partition(p, None, usize::MAX).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, changed);
+    assert_eq!(values(&left[0].1), ["late"]);
+    // The new owners still serve every key of the partition.
+    for (key, _) in entries {
+        let mut get = GetRequest::new("b", key.key.clone());
+        get.r = Quorum::All;
+        assert!(
+            !c.node("n5").get(get).await.unwrap().is_not_found(),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_queues_transfers_and_can_be_raised_at_run_time() {
+    let c = Cluster::new();
+    c.write_keys(0..400).await;
+    c.begin_transition();
+    // Two partitions of n1 sent to n5 (a transfer needs no ownership change to run).
+    let from = id("n1");
+    let parts: Vec<(PartitionId, NodeId)> = c
+        .current
+        .partitions_replicated_by(&from, 3)
+        .into_iter()
+        .take(2)
+        .map(|p| (p, id("n5")))
+        .collect();
+    let sender = c.node(from.as_str());
+    assert_eq!(sender.transfer_limit(), 2);
+    sender.set_transfer_limit(1).unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    *c.net.gate.write() = Some(Arc::clone(&gate));
+    let runs: Vec<_> = parts[..2]
+        .iter()
+        .map(|(p, to)| {
+            let (sender, p, to) = (sender.clone(), *p, to.clone());
+            tokio::spawn(async move { sender.transfer_partition(p, to, small_batches()).await })
+        })
+        .collect();
+    let phases = |s: &Coordinator<Net>| {
+        let mut phases: Vec<TransferPhase> = s.transfers().iter().map(|t| t.phase).collect();
+        phases.sort_by_key(|p| format!("{p:?}"));
+        phases
+    };
+    eventually("one sending, one waiting", || {
+        phases(&sender) == [TransferPhase::Sending, TransferPhase::Waiting]
+    })
+    .await;
+    sender.set_transfer_limit(2).unwrap();
+    eventually("both sending", || {
+        phases(&sender) == [TransferPhase::Sending, TransferPhase::Sending]
+    })
+    .await;
+    *c.net.gate.write() = None;
+    gate.add_permits(1000);
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+    assert!(sender.transfers().is_empty());
+    assert_eq!(sender.metrics().transfers_completed.get(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_with_a_foreign_key_is_refused_whole() {
+    let c = Cluster::new();
+    let n5 = c.node("n5");
+    let p = c.current.partition_for_key(b"b", b"mine");
+    let other = (0..100)
+        .map(|i| format!("x{i}"))
+        .find(|k| c.current.partition_for_key(b"b", k.as_bytes()) != p)
+        .unwrap();
+    let object = |v: &str| {
+        let mut o = VersionedObject::new();
+        o.put(
+            Actor::new(1, 1),
+            &Context::empty(),
+            Content::new(v.to_string()),
+            1,
+        );
+        o
+    };
+    let batch = vec![
+        (ObjectKey::new(p, "b", "mine"), object("a")),
+        (ObjectKey::new(p, "b", other.clone()), object("b")),
+    ];
+    assert!(matches!(
+        n5.replica_transfer_batch(p, batch).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(c.stored("n5", "b", "mine").is_none());
+    assert!(matches!(
+        n5.replica_transfer_batch(PartitionId(Q), Vec::new()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+}
