@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use dynamo_coordinator::{
     BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
-    NodeStatus, PutRequest, PutResponse, ReplicaPut, Replicas,
+    NodeStatus, PartitionSummary, PutRequest, PutResponse, ReplicaPut, Replicas, TransferStatus,
 };
-use dynamo_storage::{ObjectKey, VersionedObject};
+use dynamo_ring::PartitionId;
+use dynamo_storage::{Entry, ObjectKey, VersionedObject};
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
@@ -171,5 +172,38 @@ impl<R: Replicas> Node for NodeServer<R> {
         props: BucketProps,
     ) -> Result<(), Error> {
         self.coordinator.replica_set_bucket_props(&bucket, props)
+    }
+
+    // ---- partition transfer
+
+    async fn transfer_batch(
+        self,
+        _: Context,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+    ) -> Result<u64, Error> {
+        self.coordinator
+            .replica_transfer_batch(partition, entries)
+            .await
+    }
+
+    async fn transfer_sync(
+        self,
+        _: Context,
+        partition: PartitionId,
+    ) -> Result<PartitionSummary, Error> {
+        self.coordinator.replica_transfer_sync(partition).await
+    }
+
+    async fn transfers(self, _: Context) -> Vec<TransferStatus> {
+        self.coordinator.transfers()
+    }
+
+    async fn transfer_limit(self, _: Context) -> usize {
+        self.coordinator.transfer_limit()
+    }
+
+    async fn set_transfer_limit(self, _: Context, limit: usize) -> Result<(), Error> {
+        self.coordinator.set_transfer_limit(limit)
     }
 }
