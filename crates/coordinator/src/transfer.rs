@@ -49,6 +49,31 @@ pub struct DropReport {
     pub kept_changed: u64,
 }
 
+/// One admitted transfer: what it sends where, how, and how to stop it.
+struct Job<'a> {
+    partition: PartitionId,
+    to: &'a NodeId,
+    options: &'a TransferOptions,
+    cancel: &'a tokio_util::sync::CancellationToken,
+    registration: &'a Registration,
+}
+
+/// Where a running transfer stands.
+#[derive(Default)]
+struct Progress {
+    /// The ring epoch it serves (recorded in the cursor).
+    epoch: u64,
+    /// The last acknowledged key.
+    after: Option<ObjectKey>,
+    /// Objects and payload bytes acknowledged over every run.
+    keys_total: u64,
+    bytes_total: u64,
+    /// Objects, payload bytes and batches acknowledged in this run.
+    keys_sent: u64,
+    bytes_sent: u64,
+    batches: u64,
+}
+
 /// Payload bytes of an object for progress and batch sizing: bucket, key, and every sibling's
 /// value and metadata (not the wire encoding, which adds clocks and framing).
 pub(crate) fn entry_bytes(key: &ObjectKey, object: &VersionedObject) -> u64 {
@@ -110,9 +135,14 @@ impl<R: Replicas> Coordinator<R> {
             permit = self.inner.limiter.acquire() => permit,
         };
         self.inner.metrics.transfers_active.inc();
-        let result = self
-            .run_transfer(partition, &to, &options, &cancel, &registration)
-            .await;
+        let job = Job {
+            partition,
+            to: &to,
+            options: &options,
+            cancel: &cancel,
+            registration: &registration,
+        };
+        let result = self.run_transfer(&job).await;
         self.inner.metrics.transfers_active.dec();
         match &result {
             Ok(report) => {
@@ -127,85 +157,120 @@ impl<R: Replicas> Coordinator<R> {
     }
 
     /// The transfer itself, once registered and admitted.
-    async fn run_transfer(
-        &self,
-        partition: PartitionId,
-        to: &NodeId,
-        options: &TransferOptions,
-        cancel: &tokio_util::sync::CancellationToken,
-        registration: &Registration,
-    ) -> Result<TransferReport> {
-        let epoch = options.epoch.unwrap_or_else(|| {
+    async fn run_transfer(&self, job: &Job<'_>) -> Result<TransferReport> {
+        let epoch = job.options.epoch.unwrap_or_else(|| {
             self.next_ring()
                 .map_or_else(|| self.ring().epoch(), |r| r.epoch())
         });
-        let cursor = self.load_cursor(partition, to, epoch).await?;
+        let cursor = self.load_cursor(job.partition, job.to, epoch).await?;
         let resumed = cursor.is_some();
-        let (mut after, mut keys_total, mut bytes_total) = match cursor {
-            Some(c) => (Some(c.after), c.keys, c.bytes),
-            None => (None, 0, 0),
+        let mut progress = Progress {
+            epoch,
+            ..Progress::default()
         };
+        if let Some(c) = cursor {
+            (progress.after, progress.keys_total, progress.bytes_total) =
+                (Some(c.after), c.keys, c.bytes);
+        }
         let started = self.inner.clock.now_ms();
-        registration.start(started, keys_total, bytes_total, resumed);
-        let (mut keys_sent, mut bytes_sent, mut batches_sent) = (0u64, 0u64, 0u64);
+        job.registration
+            .start(started, progress.keys_total, progress.bytes_total, resumed);
+        self.stream_partition(job, &mut progress).await?;
+        job.registration.syncing();
+        let receiver = self.final_sync(job, progress.keys_total).await?;
+        Ok(TransferReport {
+            partition: job.partition,
+            to: job.to.clone(),
+            resumed,
+            keys_sent: progress.keys_sent,
+            bytes_sent: progress.bytes_sent,
+            keys_total: progress.keys_total,
+            bytes_total: progress.bytes_total,
+            batches: progress.batches,
+            receiver,
+            elapsed_ms: self.inner.clock.now_ms().saturating_sub(started),
+        })
+    }
+
+    /// Sends every page of the partition after `progress.after`, one acknowledged batch at a
+    /// time, persisting the cursor after each.
+    async fn stream_partition(&self, job: &Job<'_>, progress: &mut Progress) -> Result<()> {
+        let partition = job.partition;
         loop {
-            let from = after.clone();
-            let limit = options.batch_keys;
+            let from = progress.after.clone();
+            let limit = job.options.batch_keys;
             let page = self
                 .blocking(move |engine| engine.scan_partition(partition, from.as_ref(), limit))
                 .await?;
             let exhausted = page.len() < limit;
-            for (batch, bytes) in batches(page, options.batch_bytes) {
-                let keys = batch.len() as u64;
-                let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
-                    continue;
-                };
-                let send =
-                    self.inner
-                        .replicas
-                        .transfer_batch(to, partition, batch, options.timeout);
-                let acked = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err(cancelled(partition, to)),
-                    acked = send => acked,
-                };
-                self.observe_peer(to, &acked);
-                acked?;
-                keys_total += keys;
-                bytes_total += bytes;
-                let cursor = Cursor {
-                    epoch,
-                    after: last.clone(),
-                    keys: keys_total,
-                    bytes: bytes_total,
-                };
-                self.store_cursor(partition, to, cursor.encode()).await?;
-                registration.sent(keys, bytes);
-                self.inner.metrics.transfer_keys_sent.inc_by(keys);
-                self.inner.metrics.transfer_bytes_sent.inc_by(bytes);
-                keys_sent += keys;
-                bytes_sent += bytes;
-                batches_sent += 1;
-                after = Some(last);
+            for (batch, bytes) in batches(page, job.options.batch_bytes) {
+                self.send_batch(job, batch, bytes, progress).await?;
             }
             if exhausted {
-                break;
+                return Ok(());
             }
         }
-        registration.syncing();
+    }
+
+    /// Sends one batch, waits for its acknowledgement, then persists the cursor past it.
+    async fn send_batch(
+        &self,
+        job: &Job<'_>,
+        batch: Vec<Entry>,
+        bytes: u64,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let (partition, to) = (job.partition, job.to);
+        let keys = batch.len() as u64;
+        let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+            return Ok(());
+        };
+        let send = self
+            .inner
+            .replicas
+            .transfer_batch(to, partition, batch, job.options.timeout);
+        let acked = tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => return Err(cancelled(partition, to)),
+            acked = send => acked,
+        };
+        self.observe_peer(to, &acked);
+        acked?;
+        let cursor = Cursor {
+            epoch: progress.epoch,
+            after: last.clone(),
+            keys: progress.keys_total + keys,
+            bytes: progress.bytes_total + bytes,
+        };
+        self.store_cursor(partition, to, cursor.encode()).await?;
+        job.registration.sent(keys, bytes);
+        self.inner.metrics.transfer_keys_sent.inc_by(keys);
+        self.inner.metrics.transfer_bytes_sent.inc_by(bytes);
+        progress.keys_total += keys;
+        progress.bytes_total += bytes;
+        progress.keys_sent += keys;
+        progress.bytes_sent += bytes;
+        progress.batches += 1;
+        progress.after = Some(last);
+        Ok(())
+    }
+
+    /// The final sync: the receiver answers what it durably holds. The cursor is cleared either
+    /// way: the transfer is complete, or the receiver lost data and only a run from the start
+    /// can repair it.
+    async fn final_sync(&self, job: &Job<'_>, keys_total: u64) -> Result<PartitionSummary> {
+        let (partition, to) = (job.partition, job.to);
         let sync = self
             .inner
             .replicas
-            .transfer_sync(to, partition, options.timeout);
+            .transfer_sync(to, partition, job.options.timeout);
         let receiver = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(cancelled(partition, to)),
+            _ = job.cancel.cancelled() => return Err(cancelled(partition, to)),
             summary = sync => summary,
         };
         self.observe_peer(to, &receiver);
         let receiver = receiver?;
-        // Clear the cursor either way: complete, or the receiver lost data and only a transfer
-        // from the start can repair it.
         self.store_cursor(partition, to, Vec::new()).await?;
         if receiver.objects < keys_total {
             return Err(Error::Internal(format!(
@@ -213,18 +278,7 @@ impl<R: Replicas> Coordinator<R> {
                 receiver.objects, partition.0
             )));
         }
-        Ok(TransferReport {
-            partition,
-            to: to.clone(),
-            resumed,
-            keys_sent,
-            bytes_sent,
-            keys_total,
-            bytes_total,
-            batches: batches_sent,
-            receiver,
-            elapsed_ms: self.inner.clock.now_ms().saturating_sub(started),
-        })
+        Ok(receiver)
     }
 
     /// The cursor an interrupted transfer of `partition` to `to` for `epoch` left, if any. A
