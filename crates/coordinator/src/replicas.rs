@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 
 use crate::api::{DeleteRequest, DeleteResponse, PutRequest, PutResponse, ReplicaPut};
 use crate::error::{Error, Result};
@@ -84,6 +85,21 @@ pub trait Replicas: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<u64>> + Send {
         let _ = (partition, entries, timeout);
+        let refused = Error::Internal(format!("{to}: this transport cannot transfer partitions"));
+        async move { Err(refused) }
+    }
+
+    /// Verification after a transfer's stream: of `clocks` (keys of `partition` with the
+    /// sender's clock for each), the keys `to` does not hold at least as new (absent, or a clock
+    /// that does not descend the sender's). Reads only.
+    fn transfer_verify(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<ObjectKey>>> + Send {
+        let _ = (partition, clocks, timeout);
         let refused = Error::Internal(format!("{to}: this transport cannot transfer partitions"));
         async move { Err(refused) }
     }

@@ -8,9 +8,11 @@
 //! by a crash, a network partition or a cancel resumes after that key instead of from the start.
 //! Writes that land behind the cursor meanwhile reach the receiver through dual writes (the
 //! caller installs the next ring with [`Coordinator::set_next_ring`] before it starts a
-//! transfer). The transfer ends with a final sync: the receiver answers what it holds of the
-//! partition once everything it acknowledged is durable, and the sender checks that it holds at
-//! least as many objects as were sent before it clears the cursor.
+//! transfer). After the stream, a verification pass pages through the sender's copy once more
+//! and asks the receiver which keys it does not hold at least as new (by vector clock); those
+//! are sent again, so a receiver that lost data after acknowledging it, or a write that has not
+//! reached it yet, is repaired rather than restarted. A final sync then answers what the receiver
+//! durably holds, and the cursor is cleared.
 //!
 //! Dropping after the ownership switch removes each object only if it is unchanged since it was
 //! read, so a write that arrived meanwhile (a late replica write, a hint) is kept.
@@ -22,6 +24,7 @@ use std::collections::BTreeSet;
 
 use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{Durability, Entry, ObjectKey, VersionedObject, is_deleted};
+use dynamo_versioning::VectorClock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -177,7 +180,9 @@ impl<R: Replicas> Coordinator<R> {
             .start(started, progress.keys_total, progress.bytes_total, resumed);
         self.stream_partition(job, &mut progress).await?;
         job.registration.syncing();
-        let receiver = self.final_sync(job, progress.keys_total).await?;
+        let verify_started = self.inner.clock.now_ms();
+        let resent = self.verify_partition(job).await?;
+        let receiver = self.final_sync(job).await?;
         Ok(TransferReport {
             partition: job.partition,
             to: job.to.clone(),
@@ -187,8 +192,10 @@ impl<R: Replicas> Coordinator<R> {
             keys_total: progress.keys_total,
             bytes_total: progress.bytes_total,
             batches: progress.batches,
+            resent,
             receiver,
             elapsed_ms: self.inner.clock.now_ms().saturating_sub(started),
+            verify_ms: self.inner.clock.now_ms().saturating_sub(verify_started),
         })
     }
 
@@ -255,10 +262,73 @@ impl<R: Replicas> Coordinator<R> {
         Ok(())
     }
 
-    /// The final sync: the receiver answers what it durably holds. The cursor is cleared either
-    /// way: the transfer is complete, or the receiver lost data and only a run from the start
-    /// can repair it.
-    async fn final_sync(&self, job: &Job<'_>, keys_total: u64) -> Result<PartitionSummary> {
+    /// Checks, page by page, that the receiver holds every object of the partition at least as
+    /// new as this node does now, and sends again whatever it lacks (it lost data since it
+    /// acknowledged it, or a write reached this node but not yet the receiver). Returns how many
+    /// objects were sent again.
+    async fn verify_partition(&self, job: &Job<'_>) -> Result<u64> {
+        let (partition, to) = (job.partition, job.to);
+        let mut after: Option<ObjectKey> = None;
+        let mut resent = 0;
+        loop {
+            let from = after.clone();
+            let limit = job.options.batch_keys;
+            let page = self
+                .blocking(move |engine| engine.scan_partition(partition, from.as_ref(), limit))
+                .await?;
+            let exhausted = page.len() < limit;
+            after = page.last().map(|(k, _)| k.clone());
+            let clocks = page
+                .iter()
+                .map(|(k, o)| (k.clone(), o.clock().clone()))
+                .collect();
+            let verify =
+                self.inner
+                    .replicas
+                    .transfer_verify(to, partition, clocks, job.options.timeout);
+            let missing = tokio::select! {
+                biased;
+                _ = job.cancel.cancelled() => return Err(cancelled(partition, to)),
+                missing = verify => missing,
+            };
+            self.observe_peer(to, &missing);
+            let missing: BTreeSet<ObjectKey> = missing?.into_iter().collect();
+            if !missing.is_empty() {
+                let lacking: Vec<Entry> = page
+                    .into_iter()
+                    .filter(|(k, _)| missing.contains(k))
+                    .collect();
+                tracing::info!(partition = partition.0, %to, lacking = lacking.len(), "the receiver lacks objects it was sent or missed; sending them again");
+                for (batch, _) in batches(lacking, job.options.batch_bytes) {
+                    resent += batch.len() as u64;
+                    self.resend(job, batch).await?;
+                }
+            }
+            if exhausted {
+                return Ok(resent);
+            }
+        }
+    }
+
+    /// Sends a batch found missing by verification (no cursor: verification always runs whole).
+    async fn resend(&self, job: &Job<'_>, batch: Vec<Entry>) -> Result<()> {
+        let (partition, to) = (job.partition, job.to);
+        let send = self
+            .inner
+            .replicas
+            .transfer_batch(to, partition, batch, job.options.timeout);
+        let acked = tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => return Err(cancelled(partition, to)),
+            acked = send => acked,
+        };
+        self.observe_peer(to, &acked);
+        acked.map(|_| ())
+    }
+
+    /// The final sync: the receiver answers what it durably holds of the partition, and the
+    /// cursor is cleared (the transfer is complete).
+    async fn final_sync(&self, job: &Job<'_>) -> Result<PartitionSummary> {
         let (partition, to) = (job.partition, job.to);
         let sync = self
             .inner
@@ -272,12 +342,6 @@ impl<R: Replicas> Coordinator<R> {
         self.observe_peer(to, &receiver);
         let receiver = receiver?;
         self.store_cursor(partition, to, Vec::new()).await?;
-        if receiver.objects < keys_total {
-            return Err(Error::Internal(format!(
-                "{to} holds {} objects of partition {} but {keys_total} were sent: it lost data; the transfer must start over",
-                receiver.objects, partition.0
-            )));
-        }
         Ok(receiver)
     }
 
@@ -437,6 +501,36 @@ impl<R: Replicas> Coordinator<R> {
         self.blocking(|engine| engine.flush()).await?;
         self.inner.metrics.transfer_keys_received.inc_by(count);
         Ok(count)
+    }
+
+    /// The receiving side of a transfer's verification: of `clocks`, the keys this node does
+    /// not hold at least as new (absent, or its clock does not descend the sender's). Reads
+    /// only; keys outside `partition` are refused.
+    pub async fn replica_transfer_verify(
+        &self,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+    ) -> Result<Vec<ObjectKey>> {
+        self.check_partition(partition)?;
+        if let Some((key, _)) = clocks.iter().find(|(k, _)| k.partition != partition) {
+            return Err(Error::InvalidRequest(format!(
+                "{key} does not belong to partition {}",
+                partition.0
+            )));
+        }
+        self.blocking(move |engine| {
+            let mut lacking = Vec::new();
+            for (key, clock) in clocks {
+                let held = engine
+                    .get(&key)?
+                    .is_some_and(|stored| stored.clock().descends(&clock));
+                if !held {
+                    lacking.push(key);
+                }
+            }
+            Ok(lacking)
+        })
+        .await
     }
 
     /// The receiving side of the final sync: makes everything stored durable and answers what

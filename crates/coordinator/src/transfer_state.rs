@@ -100,12 +100,16 @@ pub struct TransferReport {
     pub keys_total: u64,
     /// Payload bytes sent over every run.
     pub bytes_total: u64,
-    /// Batches sent by this run.
+    /// Batches sent by this run's stream.
     pub batches: u64,
+    /// Objects sent again because verification found the receiver lacking them.
+    pub resent: u64,
     /// What the receiver confirmed holding in the final sync.
     pub receiver: PartitionSummary,
     /// Milliseconds this run took (injected clock), waiting for a permit excluded.
     pub elapsed_ms: u64,
+    /// Of which verification and the final sync took this many.
+    pub verify_ms: u64,
 }
 
 /// Where a registered transfer is.
@@ -115,7 +119,7 @@ pub enum TransferPhase {
     Waiting,
     /// Streaming batches.
     Sending,
-    /// Waiting for the receiver's final sync.
+    /// Verifying what the receiver holds, then waiting for its final sync.
     Syncing,
 }
 

@@ -14,6 +14,7 @@ use dynamo_coordinator::{
 };
 use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use parking_lot::{Mutex, RwLock};
 use tarpc::client::RpcError;
 
@@ -417,6 +418,20 @@ impl<C: Connector> Replicas for PeerPool<C> {
         self.call(to, timeout, |c, ctx| {
             let entries = entries.clone();
             async move { c.transfer_batch(ctx, partition, entries).await }
+        })
+        .await?
+    }
+
+    async fn transfer_verify(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+        timeout: Duration,
+    ) -> Result<Vec<ObjectKey>> {
+        self.call(to, timeout, |c, ctx| {
+            let clocks = clocks.clone();
+            async move { c.transfer_verify(ctx, partition, clocks).await }
         })
         .await?
     }

@@ -9,6 +9,7 @@ use dynamo_coordinator::{
 };
 use dynamo_ring::PartitionId;
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
@@ -184,6 +185,17 @@ impl<R: Replicas> Node for NodeServer<R> {
     ) -> Result<u64, Error> {
         self.coordinator
             .replica_transfer_batch(partition, entries)
+            .await
+    }
+
+    async fn transfer_verify(
+        self,
+        _: Context,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+    ) -> Result<Vec<ObjectKey>, Error> {
+        self.coordinator
+            .replica_transfer_verify(partition, clocks)
             .await
     }
 

@@ -16,6 +16,7 @@ use dynamo_coordinator::{
 };
 use dynamo_ring::{NodeId, PartitionId, Ring};
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use serde::{Deserialize, Serialize};
 
 /// What a client needs to route requests itself: the ring and where each member listens.
@@ -58,6 +59,11 @@ pub trait Node {
     // ---- partition transfer (paper 4.9)
     /// Receiver side: merge a batch of a partition's objects durably; answers how many.
     async fn transfer_batch(partition: PartitionId, entries: Vec<Entry>) -> Result<u64, Error>;
+    /// Receiver side: of these keys and the sender's clocks, those not held at least as new.
+    async fn transfer_verify(
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+    ) -> Result<Vec<ObjectKey>, Error>;
     /// Receiver side: the final sync; what this node durably holds of the partition.
     async fn transfer_sync(partition: PartitionId) -> Result<PartitionSummary, Error>;
     /// The partition transfers the answering node is sending (`dynamo admin transfers`).

@@ -123,6 +123,7 @@ async fn a_partition_moves_to_a_joining_node_over_rpc() {
     assert_eq!(report.keys_total, keys.len() as u64);
     assert_eq!(report.receiver.objects, keys.len() as u64);
     assert_eq!(report.receiver.tombstones, 1);
+    assert_eq!(report.resent, 0, "verification found nothing missing");
     let received = n("n4").engine.scan_partition(p, None, usize::MAX).unwrap();
     assert_eq!(received.len(), keys.len());
     for (key, object) in &received {

@@ -17,7 +17,7 @@ use dynamo_storage::{
     Content, Durability, Engine, Entry, Hint, Limits, MemoryEngine, ObjectKey, UpdateFn,
     VersionedObject,
 };
-use dynamo_versioning::{Actor, Context};
+use dynamo_versioning::{Actor, Context, VectorClock};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Semaphore;
 
@@ -132,6 +132,18 @@ impl Replicas for Net {
         let merged = node.replica_transfer_batch(partition, entries).await?;
         *self.received.lock().entry(to.clone()).or_default() += count;
         Ok(merged)
+    }
+
+    async fn transfer_verify(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+        _: Duration,
+    ) -> Result<Vec<ObjectKey>> {
+        self.node(to)?
+            .replica_transfer_verify(partition, clocks)
+            .await
     }
 
     async fn transfer_sync(
