@@ -85,6 +85,7 @@ pub fn client_error_kind(e: &dynamo_client::Error) -> &'static str {
         E::Request(C::Overloaded(_)) => "overloaded",
         E::Request(C::Storage(_)) => "storage",
         E::Request(C::Internal(_)) => "internal",
+        E::Request(C::Cancelled(_)) => "cancelled",
         E::Config(_) => "config",
         E::NoSeed(_) => "no_seed",
         E::EmptyCluster => "empty_cluster",

@@ -64,6 +64,13 @@ impl Buckets {
             .unwrap_or_else(|| self.defaults.clone())
     }
 
+    /// Every n_val in force: the default's and each configured bucket's.
+    pub(crate) fn n_vals(&self) -> std::collections::BTreeSet<u8> {
+        std::iter::once(self.defaults.n_val)
+            .chain(self.overrides.read().values().map(|p| p.n_val))
+            .collect()
+    }
+
     /// Validates and stores new properties for `bucket` (durably, before returning). An invalid
     /// set changes nothing.
     pub fn set(&self, bucket: &[u8], props: BucketProps) -> Result<()> {

@@ -68,6 +68,9 @@ pub struct Options {
     pub handoff_interval: Duration,
     /// Hints delivered per scan at most (rate limit for handoff, paper 4.6 and 6.5).
     pub handoff_batch: usize,
+    /// Partition transfers sent at once (changeable at run time with
+    /// [`Coordinator::set_transfer_limit`]).
+    pub transfer_limit: usize,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             probe_interval: PROBE_INTERVAL,
             handoff_interval: HANDOFF_INTERVAL,
             handoff_batch: HANDOFF_BATCH,
+            transfer_limit: crate::transfer_state::DEFAULT_TRANSFER_LIMIT,
         }
     }
 }
@@ -102,6 +106,9 @@ pub(crate) struct Inner<R> {
     pub(crate) me: NodeId,
     pub(crate) actor: Actor,
     pub(crate) ring: RwLock<Arc<Ring>>,
+    /// The ring being moved to while partitions change owner (dual writes), if any. Locked after
+    /// `ring` when both are needed.
+    pub(crate) next_ring: RwLock<Option<Arc<Ring>>>,
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) replicas: Arc<R>,
     pub(crate) buckets: Buckets,
@@ -114,6 +121,10 @@ pub(crate) struct Inner<R> {
     /// Set when a local commit failed after its version had been shared: this node must not
     /// issue more dots under its epoch until it restarts (and takes a new one).
     pub(crate) fenced: std::sync::atomic::AtomicBool,
+    /// Partition transfers this node is sending.
+    pub(crate) transfers: Arc<crate::transfer_state::Registry>,
+    /// The per-node limit on concurrent transfers.
+    pub(crate) limiter: crate::transfer_state::TransferLimiter,
 }
 
 /// Everything a coordinator is built from.
@@ -139,11 +150,13 @@ pub struct Parts<R> {
 impl<R: Replicas> Coordinator<R> {
     /// Builds a coordinator. It spawns nothing until requests arrive.
     pub fn new(parts: Parts<R>) -> Coordinator<R> {
+        let limiter = crate::transfer_state::TransferLimiter::new(parts.options.transfer_limit);
         Coordinator {
             inner: Arc::new(Inner {
                 me: parts.me,
                 actor: parts.actor,
                 ring: RwLock::new(Arc::new(parts.ring)),
+                next_ring: RwLock::new(None),
                 engine: parts.engine,
                 replicas: parts.replicas,
                 buckets: parts.buckets,
@@ -154,6 +167,8 @@ impl<R: Replicas> Coordinator<R> {
                 started: Instant::now(),
                 health: Health::default(),
                 fenced: std::sync::atomic::AtomicBool::new(false),
+                transfers: Arc::default(),
+                limiter,
             }),
         }
     }
@@ -168,12 +183,56 @@ impl<R: Replicas> Coordinator<R> {
         Arc::clone(&self.inner.ring.read())
     }
 
-    /// Installs a newer ring (ignored if its epoch is not newer).
+    /// Installs a newer ring (ignored if its epoch is not newer). A next ring (see
+    /// [`Coordinator::set_next_ring`]) whose epoch is not above the new ring's is cleared: the
+    /// transition it described is over.
     pub fn set_ring(&self, ring: Ring) {
         let mut current = self.inner.ring.write();
         if ring.epoch() > current.epoch() {
+            let mut next = self.inner.next_ring.write();
+            if next.as_ref().is_some_and(|n| n.epoch() <= ring.epoch()) {
+                *next = None;
+            }
             *current = Arc::new(ring);
         }
+    }
+
+    /// The ring partitions are moving to, while a transition is under way.
+    pub fn next_ring(&self) -> Option<Arc<Ring>> {
+        self.inner.next_ring.read().clone()
+    }
+
+    /// Starts (`Some`) or abandons (`None`) a transition to `next`. While a next ring is set,
+    /// every put and delete this node coordinates is also sent to the key's primaries in `next`
+    /// that are not already targets (paper 4.9's "the new owner must receive the writes"); those
+    /// extra writes do not count towards W, DW or PW, and reads stay on the current ring. A next
+    /// owner that cannot be reached gets the write later through hinted handoff.
+    ///
+    /// Refused (nothing changes) if `next` has another partition count than the current ring or
+    /// is not newer than it.
+    pub fn set_next_ring(&self, next: Option<Ring>) -> Result<()> {
+        let current = self.inner.ring.read();
+        let mut slot = self.inner.next_ring.write();
+        let Some(next) = next else {
+            *slot = None;
+            return Ok(());
+        };
+        if next.q() != current.q() {
+            return Err(Error::InvalidRequest(format!(
+                "the next ring has {} partitions, the current one {}: Q is fixed at cluster creation",
+                next.q(),
+                current.q()
+            )));
+        }
+        if next.epoch() <= current.epoch() {
+            return Err(Error::InvalidRequest(format!(
+                "the next ring's epoch {} is not newer than the current ring's {}",
+                next.epoch(),
+                current.epoch()
+            )));
+        }
+        *slot = Some(Arc::new(next));
+        Ok(())
     }
 
     /// The coordinator's metrics, for the node to register.

@@ -42,6 +42,9 @@ pub enum Error {
     /// Anything else that went wrong inside the node or on the way to a peer.
     #[error("internal: {0}")]
     Internal(String),
+    /// A long-running operation (a partition transfer) was cancelled; what it did so far is kept.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl Error {

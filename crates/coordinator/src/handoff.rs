@@ -7,7 +7,8 @@
 //! write. Only after the owner acknowledged it durably is the hint removed, so a crash of either
 //! side at any point leaves the hint in place and delivery simply runs again (replica writes are
 //! idempotent merges). Once a hint is delivered, a fallback that does not replicate the key itself
-//! drops its own copy, unless a newer write reached it meanwhile.
+//! drops its own copy, unless a newer write reached it meanwhile or it replicates the key in the
+//! current or the next ring.
 
 use dynamo_ring::NodeId;
 use dynamo_storage::{Hint, VersionedObject};
@@ -66,10 +67,14 @@ impl<R: Replicas> Coordinator<R> {
     /// Returns how many were delivered.
     pub async fn hand_off_hints(&self) -> Result<usize> {
         let batch = self.inner.options.handoff_batch;
-        let owners: Vec<NodeId> = self
+        // Members of the next ring too: a joining node receives hints for the writes it missed
+        // as a next owner before it is a member of the current ring.
+        let next = self.next_ring();
+        let owners: std::collections::BTreeSet<NodeId> = self
             .ring()
             .members()
             .iter()
+            .chain(next.iter().flat_map(|r| r.members()))
             .map(|m| m.id.clone())
             .filter(|id| *id != self.inner.me && self.inner.health.is_up(id))
             .collect();
@@ -124,11 +129,11 @@ impl<R: Replicas> Coordinator<R> {
         // A fallback's own copy has done its job once handed off. Drop it unless this node
         // replicates the key itself or a newer write landed here meanwhile (every write a
         // fallback accepts carries its own hint, so other pending hints still deliver theirs).
-        let primary = self
-            .ring()
-            .preference_list_for_partition(hint.key.partition, usize::from(props.n_val))
-            .primaries()
-            .contains(&self.inner.me);
+        let replicates = |ring: &dynamo_ring::Ring| {
+            ring.preference_list_for_partition(hint.key.partition, usize::from(props.n_val))
+                .is_primary(&self.inner.me)
+        };
+        let primary = replicates(&self.ring()) || self.next_ring().is_some_and(|r| replicates(&r));
         if let (false, Some(current)) = (primary, current) {
             let key = hint.key.clone();
             self.blocking(move |engine| engine.remove_if_unchanged(&key, &current))

@@ -23,8 +23,16 @@
 //! implements over tarpc and tests implement in-process. Wall-clock time comes from an injected
 //! [`Clock`].
 //!
-//! Not here: the network (rpc crate), membership changes (the ring is installed from outside with
-//! [`Coordinator::set_ring`]), Merkle anti-entropy, tombstone reaping (tombstones are kept) and
+//! Partition transfer (paper 4.9): while a next ring is installed
+//! ([`Coordinator::set_next_ring`]) writes also reach the next owners; a partition is streamed to
+//! its next owner in bounded batches with a persisted resume cursor and a confirmed final sync
+//! ([`Coordinator::transfer_partition`]) under a run-time adjustable concurrency limit, and a
+//! node drops a partition it no longer replicates only object by object if unchanged
+//! ([`Coordinator::drop_partition`]).
+//!
+//! Not here: the network (rpc crate), membership changes (the rings are installed from outside
+//! with [`Coordinator::set_ring`] and [`Coordinator::set_next_ring`], and membership decides when
+//! transfers and drops run), Merkle anti-entropy, tombstone reaping (tombstones are kept) and
 //! admission control.
 
 mod api;
@@ -41,6 +49,8 @@ mod read;
 mod replica;
 mod replicas;
 mod targets;
+mod transfer;
+mod transfer_state;
 mod write;
 
 pub use api::{
@@ -58,4 +68,10 @@ pub use health::Health;
 pub use metrics::{Metrics, OPS, OUTCOMES, OpLabels, OpOnly};
 pub use props::{BucketProps, DEFAULT_N_VAL, MAX_N_VAL, Quorum};
 pub use replicas::Replicas;
-pub use targets::{Target, sloppy_targets};
+pub use targets::{Target, WriteTargets, sloppy_targets, transition_targets};
+pub use transfer::DropReport;
+pub use transfer_state::{
+    DEFAULT_TRANSFER_LIMIT, MAX_TRANSFER_LIMIT, PartitionSummary, TRANSFER_BATCH_BYTES,
+    TRANSFER_BATCH_KEYS, TRANSFER_TIMEOUT, TransferLimiter, TransferOptions, TransferPermit,
+    TransferPhase, TransferReport, TransferStatus,
+};

@@ -74,6 +74,18 @@ pub struct Metrics {
     pub nodes_marked_down: Counter,
     /// Time for a local storage write to commit (including any group-commit fsync), in seconds.
     pub storage_commit_latency: Histogram,
+    /// Objects this node sent in partition transfers (acknowledged batches).
+    pub transfer_keys_sent: Counter,
+    /// Payload bytes this node sent in partition transfers.
+    pub transfer_bytes_sent: Counter,
+    /// Objects this node received and merged from partition transfers.
+    pub transfer_keys_received: Counter,
+    /// Partition transfers this node is sending now.
+    pub transfers_active: Gauge,
+    /// Partition transfers this node completed (final sync confirmed).
+    pub transfers_completed: Counter,
+    /// Objects removed by dropping partitions this node no longer replicates.
+    pub transfer_objects_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -92,6 +104,12 @@ impl Default for Metrics {
             hints_delivered: Counter::default(),
             hints_pending: Gauge::default(),
             nodes_marked_down: Counter::default(),
+            transfer_keys_sent: Counter::default(),
+            transfer_bytes_sent: Counter::default(),
+            transfer_keys_received: Counter::default(),
+            transfers_active: Gauge::default(),
+            transfers_completed: Counter::default(),
+            transfer_objects_dropped: Counter::default(),
         }
     }
 }
@@ -174,6 +192,41 @@ impl Metrics {
             "Peers marked down by this node's failure detector",
             self.nodes_marked_down.clone(),
         );
+        self.register_transfers(registry);
+    }
+
+    /// Registers the partition transfer series.
+    fn register_transfers(&self, registry: &mut Registry) {
+        registry.register(
+            "dynamo_transfer_keys_sent",
+            "Objects sent in partition transfers",
+            self.transfer_keys_sent.clone(),
+        );
+        registry.register(
+            "dynamo_transfer_bytes_sent",
+            "Payload bytes sent in partition transfers",
+            self.transfer_bytes_sent.clone(),
+        );
+        registry.register(
+            "dynamo_transfer_keys_received",
+            "Objects received and merged from partition transfers",
+            self.transfer_keys_received.clone(),
+        );
+        registry.register(
+            "dynamo_transfers_active",
+            "Partition transfers being sent",
+            self.transfers_active.clone(),
+        );
+        registry.register(
+            "dynamo_transfers_completed",
+            "Partition transfers completed with a confirmed final sync",
+            self.transfers_completed.clone(),
+        );
+        registry.register(
+            "dynamo_transfer_objects_dropped",
+            "Objects removed from partitions this node no longer replicates",
+            self.transfer_objects_dropped.clone(),
+        );
     }
 }
 
@@ -219,6 +272,12 @@ mod tests {
             "dynamo_hints_delivered",
             "dynamo_hints_pending",
             "dynamo_nodes_marked_down",
+            "dynamo_transfer_keys_sent",
+            "dynamo_transfer_bytes_sent",
+            "dynamo_transfer_keys_received",
+            "dynamo_transfers_active",
+            "dynamo_transfers_completed",
+            "dynamo_transfer_objects_dropped",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

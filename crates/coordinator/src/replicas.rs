@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use dynamo_ring::NodeId;
-use dynamo_storage::{ObjectKey, VersionedObject};
+use dynamo_ring::{NodeId, PartitionId};
+use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 
 use crate::api::{DeleteRequest, DeleteResponse, PutRequest, PutResponse, ReplicaPut};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::props::BucketProps;
+use crate::transfer_state::PartitionSummary;
 
 /// Remote replicas, addressed by node id. Every call carries the time the caller is still willing
 /// to wait; an implementation must give up (with `Error::Timeout`) when it passes. Calls are
@@ -68,4 +70,50 @@ pub trait Replicas: Send + Sync + 'static {
         props: &BucketProps,
         timeout: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    // ---- partition transfer (paper 4.9). The defaults refuse, for transports (test doubles,
+    // clients) that never move partitions.
+
+    /// Merges a batch of `partition`'s objects (tombstones included) into `to`'s storage,
+    /// durably, before answering with the number merged. Idempotent like [`Replicas::put`]. A
+    /// batch whose acknowledgement was lost is simply sent again.
+    fn transfer_batch(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        let _ = (partition, entries, timeout);
+        let refused = Error::Internal(format!("{to}: this transport cannot transfer partitions"));
+        async move { Err(refused) }
+    }
+
+    /// Verification after a transfer's stream: of `clocks` (keys of `partition` with the
+    /// sender's clock for each), the keys `to` does not hold at least as new (absent, or a clock
+    /// that does not descend the sender's). Reads only.
+    fn transfer_verify(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<ObjectKey>>> + Send {
+        let _ = (partition, clocks, timeout);
+        let refused = Error::Internal(format!("{to}: this transport cannot transfer partitions"));
+        async move { Err(refused) }
+    }
+
+    /// The final sync of a transfer: `to` answers what it holds of `partition` once every batch
+    /// it acknowledged is durable.
+    fn transfer_sync(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PartitionSummary>> + Send {
+        let _ = (partition, timeout);
+        let refused = Error::Internal(format!("{to}: this transport cannot transfer partitions"));
+        async move { Err(refused) }
+    }
 }

@@ -15,10 +15,19 @@ use crate::error::{Error, Result};
 use crate::props::{BucketProps, Quorum};
 use crate::quorum::{Verdict, WriteReply, WriteTally};
 use crate::replicas::Replicas;
-use crate::targets::Target;
+use crate::targets::{Target, WriteTargets, transition_targets};
 
 /// The pending answer of a coordinator's local commit.
 pub(crate) type LocalCommit = oneshot::Receiver<dynamo_storage::Result<VersionedObject>>;
+
+/// One write to replicate: the coordinator's version and how it must be acknowledged.
+struct Replication {
+    key: ObjectKey,
+    object: VersionedObject,
+    lww: bool,
+    quorum: WriteQuorum,
+    timeout: Duration,
+}
 
 /// Resolved write quorums.
 #[derive(Clone, Copy, Debug)]
@@ -68,8 +77,14 @@ impl<R: Replicas> Coordinator<R> {
         let (stored, local) = self
             .mint(key.clone(), request.context, request.content, lww)
             .await?;
-        self.replicate(&pl, key, stored.clone(), local, lww, quorum, timeout)
-            .await?;
+        let write = Replication {
+            key,
+            object: stored.clone(),
+            lww,
+            quorum,
+            timeout,
+        };
+        self.replicate(&pl, props.n_val, write, local).await?;
         Ok(PutResponse { object: stored })
     }
 
@@ -119,8 +134,14 @@ impl<R: Replicas> Coordinator<R> {
         let (stored, local) = self
             .mint(key.clone(), context, Content::tombstone(), lww)
             .await?;
-        self.replicate(&pl, key, stored, local, lww, quorum, timeout)
-            .await?;
+        let write = Replication {
+            key,
+            object: stored,
+            lww,
+            quorum,
+            timeout,
+        };
+        self.replicate(&pl, props.n_val, write, local).await?;
         Ok(DeleteResponse { existed })
     }
 
@@ -255,19 +276,36 @@ impl<R: Replicas> Coordinator<R> {
     }
 
     /// Sends the coordinator's version to the other replicas and waits for the write quorum. The
-    /// local commit (`local`) counts as one acknowledgement once it lands.
-    #[allow(clippy::too_many_arguments)]
+    /// local commit (`local`) counts as one acknowledgement once it lands. While a next ring is
+    /// known, the key's next owners that are not targets get the write too, outside the quorum.
     async fn replicate(
         &self,
         pl: &PreferenceList,
-        key: ObjectKey,
-        object: VersionedObject,
+        n_val: u8,
+        write: Replication,
         local: LocalCommit,
-        lww: bool,
-        quorum: WriteQuorum,
-        timeout: Duration,
     ) -> Result<()> {
-        let targets = self.targets(pl);
+        let Replication {
+            key,
+            object,
+            lww,
+            quorum,
+            timeout,
+        } = write;
+        let next = self
+            .next_ring()
+            .map(|ring| ring.preference_list_for_partition(pl.partition(), usize::from(n_val)));
+        let WriteTargets {
+            quorum: targets,
+            extra,
+        } = transition_targets(self.targets(pl), next.as_ref(), &self.inner.me);
+        for node in extra {
+            self.spawn_transition_put(
+                node,
+                ReplicaPut::new(key.clone(), object.clone(), lww),
+                timeout,
+            );
+        }
         let spares = self.spares(pl, &targets);
         let me_primary = pl.primaries().contains(&self.inner.me);
         let remote: Vec<Target> = targets
@@ -325,5 +363,33 @@ impl<R: Replicas> Coordinator<R> {
                 }
             };
         }
+    }
+
+    /// Sends a write to a next owner that is not one of its quorum targets (a transition is under
+    /// way). Counts towards no quorum; if the owner cannot be reached the write is kept here as a
+    /// hint for it, so hinted handoff delivers it once the owner answers and the owner still has
+    /// every write when the ring switches, even if the partition's copy already passed this key.
+    pub(crate) fn spawn_transition_put(&self, to: NodeId, put: ReplicaPut, timeout: Duration) {
+        let this = self.clone();
+        self.spawn(async move {
+            let result = this.inner.replicas.put(&to, put.clone(), timeout).await;
+            this.observe_peer(&to, &result);
+            let Err(e) = result else { return };
+            tracing::debug!(node = %to, error = %e, "write to a next owner failed; keeping a hint");
+            let now = this.inner.clock.now_ms();
+            let (key, object) = (put.key, put.object);
+            let stored = this
+                .blocking(move |engine| engine.put_hint(&to, &key, &object, now))
+                .await;
+            match stored {
+                Ok(_) => {
+                    this.inner.metrics.hints_stored.inc();
+                }
+                Err(e) => {
+                    this.inner.metrics.background_write_failures.inc();
+                    tracing::warn!(error = %e, "could not keep a hint for a next owner");
+                }
+            }
+        });
     }
 }

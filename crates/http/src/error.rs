@@ -45,7 +45,9 @@ impl Error {
                 C::Unavailable { .. } | C::Timeout(_) | C::Unreachable(_) | C::Overloaded(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                C::Storage(_) | C::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                C::Storage(_) | C::Internal(_) | C::Cancelled(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
         }
     }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use dynamo_anti_entropy::{KeyClocks, KeyObject, Leaf, Peers, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
-    PutRequest, PutResponse, ReplicaPut, Replicas, Result,
+    PartitionSummary, PutRequest, PutResponse, ReplicaPut, Replicas, Result, TransferStatus,
 };
 use dynamo_ring::{NodeId, PartitionId};
-use dynamo_storage::{ObjectKey, VersionedObject};
+use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use parking_lot::{Mutex, RwLock};
 use tarpc::client::RpcError;
 
@@ -290,6 +291,39 @@ impl<C: Connector> PeerPool<C> {
         })
         .await?
     }
+
+    // ---- partition transfer
+
+    /// The partition transfers `node` is sending, with progress (`dynamo admin transfers`).
+    pub async fn transfers(&self, node: &NodeId, timeout: Duration) -> Result<Vec<TransferStatus>> {
+        self.call(
+            node,
+            timeout,
+            |c, ctx| async move { c.transfers(ctx).await },
+        )
+        .await
+    }
+
+    /// `node`'s transfer concurrency limit.
+    pub async fn transfer_limit(&self, node: &NodeId, timeout: Duration) -> Result<usize> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.transfer_limit(ctx).await
+        })
+        .await
+    }
+
+    /// Changes `node`'s transfer concurrency limit.
+    pub async fn set_transfer_limit(
+        &self,
+        node: &NodeId,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.call(node, timeout, |c, ctx| async move {
+            c.set_transfer_limit(ctx, limit).await
+        })
+        .await?
+    }
 }
 
 impl<C: Connector> AddressBook for PeerPool<C> {
@@ -369,6 +403,48 @@ impl<C: Connector> Replicas for PeerPool<C> {
         self.call(to, timeout, |c, ctx| {
             let (bucket, props) = (bucket.clone(), props.clone());
             async move { c.replica_set_bucket_props(ctx, bucket, props).await }
+        })
+        .await?
+    }
+
+    // ---- partition transfer
+
+    async fn transfer_batch(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+        timeout: Duration,
+    ) -> Result<u64> {
+        self.call(to, timeout, |c, ctx| {
+            let entries = entries.clone();
+            async move { c.transfer_batch(ctx, partition, entries).await }
+        })
+        .await?
+    }
+
+    async fn transfer_verify(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+        timeout: Duration,
+    ) -> Result<Vec<ObjectKey>> {
+        self.call(to, timeout, |c, ctx| {
+            let clocks = clocks.clone();
+            async move { c.transfer_verify(ctx, partition, clocks).await }
+        })
+        .await?
+    }
+
+    async fn transfer_sync(
+        &self,
+        to: &NodeId,
+        partition: PartitionId,
+        timeout: Duration,
+    ) -> Result<PartitionSummary> {
+        self.call(to, timeout, |c, ctx| async move {
+            c.transfer_sync(ctx, partition).await
         })
         .await?
     }

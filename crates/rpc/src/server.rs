@@ -6,10 +6,11 @@ use std::time::Duration;
 use dynamo_anti_entropy::{AntiEntropy, KeyClocks, KeyObject, Leaf, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
-    NodeStatus, PutRequest, PutResponse, ReplicaPut, Replicas,
+    NodeStatus, PartitionSummary, PutRequest, PutResponse, ReplicaPut, Replicas, TransferStatus,
 };
 use dynamo_ring::{NodeId, PartitionId};
-use dynamo_storage::{ObjectKey, VersionedObject};
+use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
@@ -249,5 +250,47 @@ impl<R: Replicas> Node for NodeServer<R> {
 
     async fn ae_status(self, _: Context) -> Result<AeStatus, AeError> {
         Ok(self.ae()?.status())
+    // ---- partition transfer
+
+    async fn transfer_batch(
+        self,
+        _: Context,
+        partition: PartitionId,
+        entries: Vec<Entry>,
+    ) -> Result<u64, Error> {
+        self.coordinator
+            .replica_transfer_batch(partition, entries)
+            .await
+    }
+
+    async fn transfer_verify(
+        self,
+        _: Context,
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+    ) -> Result<Vec<ObjectKey>, Error> {
+        self.coordinator
+            .replica_transfer_verify(partition, clocks)
+            .await
+    }
+
+    async fn transfer_sync(
+        self,
+        _: Context,
+        partition: PartitionId,
+    ) -> Result<PartitionSummary, Error> {
+        self.coordinator.replica_transfer_sync(partition).await
+    }
+
+    async fn transfers(self, _: Context) -> Vec<TransferStatus> {
+        self.coordinator.transfers()
+    }
+
+    async fn transfer_limit(self, _: Context) -> usize {
+        self.coordinator.transfer_limit()
+    }
+
+    async fn set_transfer_limit(self, _: Context, limit: usize) -> Result<(), Error> {
+        self.coordinator.set_transfer_limit(limit)
     }
 }

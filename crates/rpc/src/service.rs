@@ -1,17 +1,23 @@
 //! The one tarpc service every node serves: client-facing operations (for forwarding and for the
-//! client-driven Rust client), the replica side of coordination, and cluster information. Later
-//! concerns (gossip, Merkle exchange, partition transfer) add methods here, bumping
+//! client-driven Rust client), the replica side of coordination, cluster information, and
+//! partition transfer. Later concerns (gossip, Merkle exchange) add methods here, bumping
 //! [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) when they change existing ones.
+//!
+//! New methods go at the end: bincode numbers enum variants by position, so appending keeps
+//! every existing request and response encoded as before (the transfer methods were added that
+//! way, without a version bump; a node that predates them fails those calls, and may drop the
+//! connection they came on, which the pool redials).
 
 use std::collections::BTreeMap;
 
 use dynamo_anti_entropy::{KeyClocks, KeyObject, Leaf, Status as AeStatus};
 use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
-    PutRequest, PutResponse, ReplicaPut,
+    PartitionSummary, PutRequest, PutResponse, ReplicaPut, TransferStatus,
 };
 use dynamo_ring::{NodeId, PartitionId, Ring};
-use dynamo_storage::{ObjectKey, VersionedObject};
+use dynamo_storage::{Entry, ObjectKey, VersionedObject};
+use dynamo_versioning::VectorClock;
 use serde::{Deserialize, Serialize};
 
 /// What a client needs to route requests itself: the ring and where each member listens.
@@ -81,6 +87,22 @@ pub trait Node {
     ) -> Result<(), AeError>;
     /// Anti-entropy: the answering node's per-partition status (`dynamo admin aae`).
     async fn ae_status() -> Result<AeStatus, AeError>;
+    // ---- partition transfer (paper 4.9)
+    /// Receiver side: merge a batch of a partition's objects durably; answers how many.
+    async fn transfer_batch(partition: PartitionId, entries: Vec<Entry>) -> Result<u64, Error>;
+    /// Receiver side: of these keys and the sender's clocks, those not held at least as new.
+    async fn transfer_verify(
+        partition: PartitionId,
+        clocks: Vec<(ObjectKey, VectorClock)>,
+    ) -> Result<Vec<ObjectKey>, Error>;
+    /// Receiver side: the final sync; what this node durably holds of the partition.
+    async fn transfer_sync(partition: PartitionId) -> Result<PartitionSummary, Error>;
+    /// The partition transfers the answering node is sending (`dynamo admin transfers`).
+    async fn transfers() -> Vec<TransferStatus>;
+    /// The answering node's transfer concurrency limit.
+    async fn transfer_limit() -> usize;
+    /// Changes the answering node's transfer concurrency limit.
+    async fn set_transfer_limit(limit: usize) -> Result<(), Error>;
 }
 
 /// The anti-entropy crate's error, as it crosses the wire.
