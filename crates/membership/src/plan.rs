@@ -41,7 +41,7 @@ impl std::str::FromStr for PlanId {
 
 /// One staged operator change.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "change")]
+#[serde(rename_all = "lowercase")]
 pub enum Change {
     /// A joining member takes its share of partitions.
     Join {
@@ -149,6 +149,17 @@ impl ClusterState {
     /// Stages `change`, replacing any staged change about the same nodes. Checks only what the
     /// change alone must satisfy; [`ClusterState::plan`] checks the changes together.
     pub fn stage(&mut self, change: Change) -> Result<()> {
+        if let (Some(_), Change::Remove { node }) = (&self.ring.pending, &change) {
+            // During a change, a member that died (a leaver, a sender) can only be declared
+            // down: convergence stops waiting for it and the claimant re-sources its transfers.
+            // Its ring place is dealt with by a removal after the change.
+            let status = self.members.get(node).map(|m| m.status);
+            if !status.is_some_and(Status::gossips) {
+                return Err(Error::UnknownMember(node.clone()));
+            }
+            self.set_status(node, Status::Down);
+            return Ok(());
+        }
         if self.ring.pending.is_some() {
             return Err(Error::Refused(
                 "an ownership change is in progress; wait for it to finish (one at a time)".into(),
@@ -230,7 +241,13 @@ impl ClusterState {
             Change::Leave { .. } | Change::Remove { .. } => 2,
         });
         let mut next = current.clone();
-        let mut gone = BTreeSet::new();
+        // Members an operator declared down cannot send; their partitions come from others.
+        let mut gone: BTreeSet<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.status == Status::Down)
+            .map(|(id, _)| id.clone())
+            .collect();
         for change in &changes {
             next = match change {
                 Change::Join { node } => next.with_member_joined(self.ring_member(node)?, n)?,
@@ -338,6 +355,9 @@ impl ClusterState {
             }
             return true;
         }
+        if self.resource_transfers() {
+            return true;
+        }
         if !self.converged() {
             return false;
         }
@@ -357,12 +377,65 @@ impl ClusterState {
         !exiting.is_empty()
     }
 
+    fn status_of(&self, id: &NodeId) -> Option<Status> {
+        self.members.get(id).map(|m| m.status)
+    }
+
+    /// Gives every copy of the pending change whose senders are all down another sender: a
+    /// current replica of the partition that is up. Returns whether it added any.
+    fn resource_transfers(&mut self) -> bool {
+        let n = usize::from(self.n);
+        let down = |s: &ClusterState, id: &NodeId| {
+            matches!(s.status_of(id), Some(Status::Down | Status::Removed) | None)
+        };
+        let Some(pending) = &self.ring.pending else {
+            return false;
+        };
+        let mut added = Vec::new();
+        for ((partition, to), synced) in pending.pairs() {
+            let senders: Vec<&NodeId> = pending
+                .transfers
+                .keys()
+                .filter(|t| t.partition == partition && t.to == to)
+                .map(|t| &t.from)
+                .collect();
+            if synced || senders.iter().any(|f| !down(self, f)) {
+                continue;
+            }
+            let list = self
+                .ring
+                .current
+                .preference_list_for_partition(partition, n);
+            if let Some(from) = list
+                .primaries()
+                .iter()
+                .find(|x| **x != to && !down(self, x) && !senders.contains(x))
+            {
+                added.push(Transfer {
+                    partition,
+                    from: from.clone(),
+                    to,
+                });
+            }
+        }
+        let Some(pending) = self.ring.pending.as_mut() else {
+            return false;
+        };
+        for t in &added {
+            pending.transfers.insert(t.clone(), Progress::default());
+        }
+        !added.is_empty()
+    }
+
     /// Makes `plan` the pending change and marks departing members.
     fn begin(&mut self, plan: Plan) {
         for change in &plan.changes {
             match change {
                 Change::Join { .. } => {}
-                Change::Leave { node } => self.set_status(node, Status::Leaving),
+                Change::Leave { node } if self.status_of(node) != Some(Status::Down) => {
+                    self.set_status(node, Status::Leaving)
+                }
+                Change::Leave { .. } => {}
                 Change::Remove { node } => self.set_status(node, Status::Down),
                 Change::Replace { old, .. } => self.set_status(old, Status::Leaving),
             }
@@ -483,9 +556,11 @@ impl ClusterState {
             .pending
             .as_ref()
             .map(|p| {
+                let pairs = p.pairs();
                 p.transfers
                     .iter()
                     .filter(|(t, pr)| &t.from == me && pr.phase != Phase::Synced)
+                    .filter(|(t, _)| pairs.get(&(t.partition, t.to.clone())) == Some(&false))
                     .map(|(t, pr)| (t.clone(), *pr))
                     .collect()
             })

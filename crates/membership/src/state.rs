@@ -145,18 +145,29 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Whether every transfer is synced.
-    pub fn all_synced(&self) -> bool {
-        self.transfers.values().all(|p| p.phase == Phase::Synced)
+    /// Each `(partition, receiver)` pair with whether one of its transfers is synced. A pair may
+    /// have several transfers when the claimant re-sourced it from another replica after its
+    /// sender was declared down; one synced transfer completes the pair.
+    pub fn pairs(&self) -> BTreeMap<(PartitionId, NodeId), bool> {
+        let mut pairs: BTreeMap<(PartitionId, NodeId), bool> = BTreeMap::new();
+        for (t, p) in &self.transfers {
+            *pairs.entry((t.partition, t.to.clone())).or_default() |= p.phase == Phase::Synced;
+        }
+        pairs
     }
 
-    /// Distinct partitions with a transfer not synced yet.
+    /// Whether every partition copy the change needs is synced.
+    pub fn all_synced(&self) -> bool {
+        self.pairs().values().all(|&synced| synced)
+    }
+
+    /// Distinct partitions with a copy not synced yet.
     pub fn partitions_pending(&self) -> usize {
         let mut parts: Vec<PartitionId> = self
-            .transfers
-            .iter()
-            .filter(|(_, p)| p.phase != Phase::Synced)
-            .map(|(t, _)| t.partition)
+            .pairs()
+            .into_iter()
+            .filter(|(_, synced)| !synced)
+            .map(|((p, _), _)| p)
             .collect();
         parts.dedup();
         parts.len()
