@@ -122,3 +122,79 @@ impl ClusterState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dynamo_ring::NodeId;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::{MemberInfo, Status};
+
+    fn sample() -> ClusterState {
+        let members = (1..=3)
+            .map(|i| {
+                (
+                    NodeId::new(format!("n{i}")).unwrap(),
+                    MemberInfo {
+                        version: 0,
+                        address: format!("127.0.0.1:700{i}"),
+                        zone: None,
+                        weight: 1,
+                        status: Status::Valid,
+                    },
+                )
+            })
+            .collect();
+        let mut s = ClusterState::bootstrap("c", 16, 3, members).unwrap();
+        s.set_bucket_props(&NodeId::new("n1").unwrap(), b"b", vec![1, 2, 3]);
+        s.mark_seen(&NodeId::new("n1").unwrap());
+        s
+    }
+
+    #[test]
+    fn encoding_round_trips_and_carries_its_version() {
+        let s = sample();
+        let bytes = s.encode();
+        assert_eq!(bytes[0], STATE_FORMAT_VERSION);
+        assert_eq!(ClusterState::decode(&bytes), Ok(s));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_the_problem() {
+        let good = sample().encode();
+        let err = |b: &[u8]| ClusterState::decode(b).unwrap_err().to_string();
+        assert!(err(&[]).contains("empty"));
+        let mut v2 = good.clone();
+        v2[0] = 2;
+        assert!(err(&v2).contains("format version 2"));
+        assert!(err(&good[..good.len() - 1]).contains("cannot decode"));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(err(&trailing).contains("cannot decode"));
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut input = vec![STATE_FORMAT_VERSION];
+            input.extend(bytes);
+            let _ = ClusterState::decode(&input);
+        }
+
+        #[test]
+        fn corrupted_states_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = sample().encode();
+            for (i, b) in flips {
+                let at = i.index(bytes.len());
+                bytes[at] = b;
+            }
+            if let Ok(s) = ClusterState::decode(&bytes) {
+                // Whatever decodes is a state the code can use.
+                prop_assert!(s.validate().is_ok());
+                let _ = s.plan();
+                let _ = s.member_views();
+            }
+        }
+    }
+}

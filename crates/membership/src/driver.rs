@@ -296,8 +296,7 @@ impl<P: GossipPeers> Membership<P> {
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         this.gossip_round().await;
-                        this.drive_transfers(&shutdown);
-                        this.release_if_due().await;
+                        this.drive_once(&shutdown).await;
                     }
                 }
             }
@@ -370,6 +369,15 @@ impl<P: GossipPeers> Membership<P> {
                     .insert(address.to_string(), Instant::now());
             }
         }
+    }
+
+    /// The loop's work after gossip: starts this node's pending transfers (as tasks that stop
+    /// when `shutdown` fires), folds the progress of running ones into the state, and releases
+    /// partitions this node no longer replicates once every member has seen the ring that
+    /// moved them.
+    pub async fn drive_once(&self, shutdown: &CancellationToken) {
+        self.drive_transfers(shutdown);
+        self.release_if_due().await;
     }
 
     /// Starts this node's pending transfers, up to the concurrency limit, and folds progress

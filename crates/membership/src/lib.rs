@@ -37,6 +37,7 @@ mod codec;
 mod driver;
 mod error;
 mod gossip;
+pub mod memnet;
 mod plan;
 mod state;
 mod views;
