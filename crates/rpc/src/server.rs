@@ -7,6 +7,7 @@ use dynamo_coordinator::{
     BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
     NodeStatus, PutRequest, PutResponse, ReplicaPut, Replicas,
 };
+use dynamo_membership::{AdminCommand, AdminReply, GossipDigest, MembershipService};
 use dynamo_storage::{ObjectKey, VersionedObject};
 use futures::StreamExt;
 use tarpc::context::Context;
@@ -31,6 +32,7 @@ pub trait AddressBook: Send + Sync + 'static {
 pub struct NodeServer<R> {
     coordinator: Coordinator<R>,
     book: Arc<dyn AddressBook>,
+    membership: Option<Arc<dyn MembershipService>>,
 }
 
 impl<R> Clone for NodeServer<R> {
@@ -38,14 +40,29 @@ impl<R> Clone for NodeServer<R> {
         NodeServer {
             coordinator: self.coordinator.clone(),
             book: Arc::clone(&self.book),
+            membership: self.membership.clone(),
         }
     }
 }
 
+/// The error a node without membership gives to gossip and admin calls.
+const NO_MEMBERSHIP: &str = "this node runs without membership";
+
 impl<R: Replicas> NodeServer<R> {
     /// Serves `coordinator`, reporting addresses from `book`.
     pub fn new(coordinator: Coordinator<R>, book: Arc<dyn AddressBook>) -> NodeServer<R> {
-        NodeServer { coordinator, book }
+        NodeServer {
+            coordinator,
+            book,
+            membership: None,
+        }
+    }
+
+    /// Serves gossip and the membership admin commands from `membership`; bucket properties
+    /// set through this server then travel by gossip.
+    pub fn with_membership(mut self, membership: Arc<dyn MembershipService>) -> NodeServer<R> {
+        self.membership = Some(membership);
+        self
     }
 
     /// Accepts connections from `listener` until `shutdown` fires. Each connection must pass the
@@ -145,7 +162,18 @@ impl<R: Replicas> Node for NodeServer<R> {
         bucket: Vec<u8>,
         props: BucketProps,
     ) -> Result<(), Error> {
-        self.coordinator.set_bucket_props(&bucket, props).await
+        match &self.membership {
+            // Validated and stored here first, then spread by gossip: every member applies it
+            // when the state carrying it reaches it, however long it was unreachable.
+            Some(membership) => {
+                self.coordinator
+                    .replica_set_bucket_props(&bucket, props.clone())?;
+                membership
+                    .set_bucket_props(bucket, encode_bucket_props(&props))
+                    .map_err(|e| Error::Internal(e.to_string()))
+            }
+            None => self.coordinator.set_bucket_props(&bucket, props).await,
+        }
     }
 
     async fn replica_get(
@@ -172,4 +200,46 @@ impl<R: Replicas> Node for NodeServer<R> {
     ) -> Result<(), Error> {
         self.coordinator.replica_set_bucket_props(&bucket, props)
     }
+
+    async fn gossip_digest(
+        self,
+        _: Context,
+        digest: GossipDigest,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.on_digest(digest).map_err(|e| e.to_string())
+    }
+
+    async fn gossip_push(self, _: Context, state: Vec<u8>) -> Result<(), String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.on_push(state).map_err(|e| e.to_string())
+    }
+
+    async fn gossip_pull(self, _: Context) -> Result<Vec<u8>, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        Ok(membership.on_pull())
+    }
+
+    async fn membership_admin(
+        self,
+        _: Context,
+        command: AdminCommand,
+    ) -> Result<AdminReply, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.admin(command).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Encodes bucket properties for the membership state (which carries them as opaque bytes).
+pub fn encode_bucket_props(props: &BucketProps) -> Vec<u8> {
+    // Serializing a plain struct of numbers and booleans to JSON cannot fail.
+    serde_json::to_vec(props).unwrap_or_default()
+}
+
+/// Decodes bucket properties carried by the membership state, validating them.
+pub fn decode_bucket_props(bytes: &[u8]) -> Result<BucketProps, Error> {
+    let props: BucketProps = serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidRequest(format!("gossiped bucket properties: {e}")))?;
+    props.validate()?;
+    Ok(props)
 }

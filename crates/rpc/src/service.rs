@@ -9,6 +9,7 @@ use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
     PutRequest, PutResponse, ReplicaPut,
 };
+use dynamo_membership::{AdminCommand, AdminReply, GossipDigest};
 use dynamo_ring::{NodeId, Ring};
 use dynamo_storage::{ObjectKey, VersionedObject};
 use serde::{Deserialize, Serialize};
@@ -49,4 +50,14 @@ pub trait Node {
     async fn replica_list_keys(bucket: Vec<u8>) -> Result<Vec<Vec<u8>>, Error>;
     /// Replica side: apply bucket properties announced by another member.
     async fn replica_set_bucket_props(bucket: Vec<u8>, props: BucketProps) -> Result<(), Error>;
+
+    // ---- membership
+    /// Gossip: a peer's digest; answers `None` when in sync, else this node's encoded state.
+    async fn gossip_digest(digest: GossipDigest) -> Result<Option<Vec<u8>>, String>;
+    /// Gossip: a peer's encoded state, for this node to merge.
+    async fn gossip_push(state: Vec<u8>) -> Result<(), String>;
+    /// Gossip: this node's encoded state (a joining node copies it).
+    async fn gossip_pull() -> Result<Vec<u8>, String>;
+    /// An operator's membership command (`dynamo admin ...`), run by the answering node.
+    async fn membership_admin(command: AdminCommand) -> Result<AdminReply, String>;
 }
