@@ -303,6 +303,21 @@ impl ClusterState {
         })
     }
 
+    /// A one-node cluster of `me`, for a node started with no member list: its ring has epoch
+    /// 0, so the ring of any cluster it later joins supersedes it everywhere (the coordinator
+    /// only installs newer epochs).
+    pub fn bootstrap_alone(
+        cluster: impl Into<String>,
+        q: u32,
+        n: u8,
+        me: NodeId,
+        info: MemberInfo,
+    ) -> Result<ClusterState> {
+        let mut state = ClusterState::bootstrap(cluster, q, n, vec![(me.clone(), info.clone())])?;
+        state.ring.current = Ring::provisional(q, vec![info.ring_member(&me)], usize::from(n))?;
+        Ok(state)
+    }
+
     /// The cluster's name.
     pub fn cluster(&self) -> &str {
         &self.cluster

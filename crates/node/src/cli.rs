@@ -71,6 +71,9 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Membership administration: join, leave, remove, replace, plan, commit; members, ring
+    /// and transfers.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,25 +117,26 @@ struct DevArgs {
     durability: String,
 }
 
+/// How a command reaches the cluster.
 #[derive(Args, Debug)]
-struct ConnArgs {
-    /// RPC addresses of one or more nodes (comma separated).
+pub(crate) struct ConnArgs {
+    /// RPC addresses of one or more nodes (comma separated); admin commands address the first.
     #[arg(
         long,
         env = "DYNAMO_SEEDS",
         default_value = "127.0.0.1:7001",
         value_delimiter = ','
     )]
-    seeds: Vec<String>,
+    pub(crate) seeds: Vec<String>,
     /// Cluster name.
     #[arg(long, env = "DYNAMO_CLUSTER_NAME", default_value = dev::DEV_CLUSTER_NAME)]
-    cluster_name: String,
+    pub(crate) cluster_name: String,
     /// Cluster secret.
     #[arg(long, env = "DYNAMO_CLUSTER_SECRET", default_value = dev::DEV_SECRET, hide_default_value = true)]
-    secret: String,
+    pub(crate) secret: String,
     /// Request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 impl ConnArgs {
@@ -237,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         }
+        Command::Admin(args) => crate::admin::run(args).await,
         Command::Status { conn } => {
             let client = conn.client().await?;
             let map = client.cluster_map();

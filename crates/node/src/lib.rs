@@ -8,9 +8,11 @@
 //! wire in `dynamo-rpc`, the HTTP API in `dynamo-http`, storage in `dynamo-storage`.
 //! Nothing depends on this crate except the integration tests.
 
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod membership;
 pub mod node;
 pub mod telemetry;
 

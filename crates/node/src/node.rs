@@ -1,5 +1,6 @@
-//! Starting and stopping one node: storage, identity (node id and epoch), ring, peer pool,
-//! coordinator, the RPC listener and the HTTP API, under one shutdown token.
+//! Starting and stopping one node: storage, identity (node id and epoch), membership (which
+//! holds the ring), peer pool, coordinator, the RPC listener and the HTTP API, under one
+//! shutdown token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use dynamo_coordinator::{Buckets, Coordinator, Options, Parts, SystemClock};
 use dynamo_ring::{NodeId, Ring};
-use dynamo_rpc::{ClusterAuth, NodeServer, PeerPool, TcpConnector, TcpListener};
+use dynamo_rpc::{ClusterAuth, GossipClient, NodeServer, PeerPool, TcpConnector, TcpListener};
 use dynamo_storage::{Engine, EngineExt, RedbEngine};
 use dynamo_versioning::Actor;
 use prometheus_client::registry::Registry;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::NodeConfig;
+use crate::membership::{self, NodeMembership};
 
 /// Name of the data file inside `data_dir`.
 pub const DATA_FILE: &str = "dynamo.redb";
@@ -60,6 +62,7 @@ pub struct RunningNode {
     /// The actor (node id hash and epoch) this node writes as.
     pub actor: Actor,
     coordinator: NodeCoordinator,
+    membership: NodeMembership,
     engine: Arc<dyn Engine>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -94,17 +97,22 @@ impl RunningNode {
             Arc::new(opened.with_context(|| format!("cannot open {}", path.display()))?)
         };
         let actor = load_identity(engine.as_ref(), &valid.me)?;
-        let n_hint = usize::from(valid.bucket_defaults.n_val);
-        let ring = Ring::new(config.partitions, valid.members.clone(), n_hint)?;
         let auth = ClusterAuth::new(
             config.cluster_name.clone(),
             config.cluster_secret.as_bytes().to_vec(),
         )?;
-        let pool = Arc::new(PeerPool::new(
-            TcpConnector,
-            auth.clone(),
-            valid.addresses.clone(),
-        ));
+        // The ring and the members come from membership: the stored state, or on a fresh data
+        // directory the static member list (or this node alone).
+        let membership = membership::open(
+            &config,
+            &valid,
+            GossipClient::new(TcpConnector, auth.clone()),
+            Arc::clone(&engine),
+            None,
+        )?;
+        let state = membership.state();
+        let ring: Ring = state.ring().clone();
+        let pool = Arc::new(PeerPool::new(TcpConnector, auth.clone(), state.addresses()));
         let buckets = Buckets::load(
             valid.bucket_defaults.clone(),
             valid.buckets.clone(),
@@ -137,7 +145,15 @@ impl RunningNode {
         let rpc_addr = listeners.rpc.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
         let tasks = TaskTracker::new();
-        let server = NodeServer::new(coordinator.clone(), pool);
+        membership.spawn(shutdown.clone());
+        tasks.spawn(membership::follow(
+            membership.clone(),
+            coordinator.clone(),
+            Arc::clone(&pool),
+            shutdown.clone(),
+        ));
+        let server = NodeServer::new(coordinator.clone(), pool)
+            .with_membership(Arc::new(membership.clone()));
         tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));
         let router = dynamo_http::router(coordinator.clone(), render);
         let http_shutdown = shutdown.clone();
@@ -153,10 +169,16 @@ impl RunningNode {
             http_addr,
             actor,
             coordinator,
+            membership,
             engine,
             shutdown,
             tasks,
         })
+    }
+
+    /// The node's membership (for in-process tests and tools).
+    pub fn membership(&self) -> &NodeMembership {
+        &self.membership
     }
 
     /// The node's coordinator (for in-process tests and tools).
@@ -175,6 +197,7 @@ impl RunningNode {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.membership.wait().await;
         self.coordinator.drain().await;
         let engine = Arc::clone(&self.engine);
         // A fenced coordinator shared versions whose local commit failed: the next start must

@@ -1,0 +1,177 @@
+//! The node's side of membership: where the state is persisted (the storage engine's
+//! metadata), how a fresh node's state is built from its configuration, and how every new
+//! state reaches the rest of the node (the coordinator's ring, the peer pool's addresses, the
+//! bucket properties).
+//!
+//! Partition transfers are not wired here yet: the node runs membership without a
+//! [`PartitionMover`](dynamo_membership::PartitionMover), so a committed change whose transfers
+//! this node must send waits for a mover (the coordinator's transfer functions) to be plugged
+//! in through [`start`]'s `mover`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dynamo_membership::{
+    ClusterState, Error, GossipPeers, Identity, MemberInfo, Membership, Options, PartitionMover,
+    StateStore, Status,
+};
+use dynamo_rpc::{Connector, GossipClient, PeerPool, decode_bucket_props};
+use dynamo_storage::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NodeConfig, Validated};
+use crate::node::NodeCoordinator;
+
+/// Metadata name of the persisted membership state (its bytes carry their own format version).
+pub const META_MEMBERSHIP: &str = "membership";
+
+/// The membership a node runs: gossip over tarpc, by address.
+pub type NodeMembership = Membership<GossipClient<dynamo_rpc::TcpConnector>>;
+
+/// Persists the membership state in the engine's metadata (written durably by `set_meta`).
+pub struct EngineStore(pub Arc<dyn Engine>);
+
+impl StateStore for EngineStore {
+    fn load(&self) -> dynamo_membership::Result<Option<Vec<u8>>> {
+        self.0
+            .get_meta(META_MEMBERSHIP)
+            .map_err(|e| Error::Store(e.to_string()))
+    }
+
+    fn save(&self, state: &[u8]) -> dynamo_membership::Result<()> {
+        self.0
+            .set_meta(META_MEMBERSHIP, state)
+            .map_err(|e| Error::Store(e.to_string()))
+    }
+}
+
+/// The state of a cluster that does not exist yet: the static member list, or this node alone.
+pub fn bootstrap(
+    config: &NodeConfig,
+    valid: &Validated,
+) -> dynamo_membership::Result<ClusterState> {
+    let n = valid.bucket_defaults.n_val;
+    if valid.members.is_empty() {
+        let info = MemberInfo {
+            version: 0,
+            address: valid.address.clone(),
+            zone: valid.zone.clone(),
+            weight: valid.weight,
+            status: Status::Valid,
+        };
+        return ClusterState::bootstrap_alone(
+            config.cluster_name.clone(),
+            config.partitions,
+            n,
+            valid.me.clone(),
+            info,
+        );
+    }
+    let members = valid
+        .members
+        .iter()
+        .map(|m| {
+            let info = MemberInfo {
+                version: 0,
+                address: valid.addresses[&m.id].clone(),
+                zone: m.zone.clone(),
+                weight: m.weight,
+                status: Status::Valid,
+            };
+            (m.id.clone(), info)
+        })
+        .collect();
+    ClusterState::bootstrap(config.cluster_name.clone(), config.partitions, n, members)
+}
+
+/// Opens this node's membership: the stored state, or a fresh one from the configuration.
+/// Refuses a stored state of another cluster.
+pub fn open<P: GossipPeers>(
+    config: &NodeConfig,
+    valid: &Validated,
+    peers: P,
+    engine: Arc<dyn Engine>,
+    mover: Option<Arc<dyn PartitionMover>>,
+) -> anyhow::Result<Membership<P>> {
+    let options = Options {
+        seeds: valid.seeds.clone(),
+        rng_seed: rand::random(),
+        ..Options::default()
+    };
+    let identity = Identity {
+        me: valid.me.clone(),
+        address: valid.address.clone(),
+    };
+    let membership = Membership::open(
+        identity,
+        || bootstrap(config, valid),
+        peers,
+        Arc::new(EngineStore(engine)),
+        mover,
+        options,
+    )?;
+    let cluster = membership.state().cluster().to_string();
+    if cluster != config.cluster_name {
+        anyhow::bail!(
+            "the data directory holds the membership of cluster {cluster:?}, not {:?}",
+            config.cluster_name
+        );
+    }
+    Ok(membership)
+}
+
+/// Applies every new membership state to the rest of the node until `shutdown` fires.
+pub async fn follow<P: GossipPeers, C: Connector>(
+    membership: Membership<P>,
+    coordinator: NodeCoordinator,
+    pool: Arc<PeerPool<C>>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = membership.subscribe();
+    let mut applied = BTreeMap::new();
+    loop {
+        let state = Arc::clone(&changes.borrow_and_update());
+        apply(&state, &coordinator, &pool, &mut applied);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+        }
+    }
+}
+
+/// Installs `state`'s ring and addresses, and the bucket properties not applied yet.
+pub fn apply<C: Connector>(
+    state: &ClusterState,
+    coordinator: &NodeCoordinator,
+    pool: &PeerPool<C>,
+    applied: &mut BTreeMap<Vec<u8>, (u64, dynamo_ring::NodeId)>,
+) {
+    coordinator.set_ring(state.ring().clone());
+    let routed = coordinator.ring();
+    if routed.epoch() == state.ring().epoch() && *routed != *state.ring() {
+        tracing::error!(
+            epoch = routed.epoch(),
+            "membership and the coordinator hold different rings at one epoch; the coordinator keeps its own"
+        );
+    }
+    pool.set_addresses(state.addresses());
+    for (bucket, entry) in state.buckets() {
+        let stamp = (entry.version, entry.node.clone());
+        if applied.get(bucket) == Some(&stamp) {
+            continue;
+        }
+        match decode_bucket_props(&entry.props)
+            .and_then(|props| coordinator.replica_set_bucket_props(bucket, props))
+        {
+            Ok(()) => {
+                applied.insert(bucket.clone(), stamp);
+            }
+            Err(e) => tracing::warn!(
+                bucket = %String::from_utf8_lossy(bucket),
+                error = %e,
+                "cannot apply gossiped bucket properties"
+            ),
+        }
+    }
+}
