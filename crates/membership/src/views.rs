@@ -121,6 +121,8 @@ pub struct PlanView {
     pub balance_min: usize,
     /// Most partitions owned by one node after the plan.
     pub balance_max: usize,
+    /// Owner of each partition under the ring the plan installs.
+    pub next_owners: Vec<String>,
 }
 
 impl From<&Plan> for PlanView {
@@ -147,6 +149,11 @@ impl From<&Plan> for PlanView {
                 .collect(),
             balance_min,
             balance_max,
+            next_owners: plan
+                .next
+                .partitions()
+                .map(|p| plan.next.owner(p).to_string())
+                .collect(),
         }
     }
 }
