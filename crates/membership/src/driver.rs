@@ -7,7 +7,7 @@
 //! implements it over the storage engine's metadata). The driver never decides anything itself:
 //! every decision is a call into [`ClusterState`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -184,6 +184,7 @@ struct Inner<P> {
     changes: watch::Sender<Arc<ClusterState>>,
     shown_plan: Mutex<Option<PlanId>>,
     failed: Mutex<HashMap<String, Instant>>,
+    warned: Mutex<HashSet<String>>,
     rng: Mutex<StdRng>,
     running: Mutex<BTreeSet<Transfer>>,
     live_progress: Mutex<HashMap<Transfer, (u64, u64)>>,
@@ -239,6 +240,7 @@ impl<P: GossipPeers> Membership<P> {
                 changes,
                 shown_plan: Mutex::new(None),
                 failed: Mutex::new(HashMap::new()),
+                warned: Mutex::new(HashSet::new()),
                 running: Mutex::new(BTreeSet::new()),
                 live_progress: Mutex::new(HashMap::new()),
                 released_epoch: AtomicU64::new(0),
@@ -362,7 +364,20 @@ impl<P: GossipPeers> Membership<P> {
                 self.inner.failed.lock().remove(address);
             }
             Err(e) => {
-                tracing::debug!(peer = address, error = %e, "gossip exchange failed");
+                let foreign = matches!(
+                    e,
+                    Error::WrongCluster { .. }
+                        | Error::DifferentHistory { .. }
+                        | Error::DivergentRings { .. }
+                        | Error::DivergentPending { .. }
+                );
+                // A peer of another history needs an operator (join it, or fix the seeds):
+                // say so once per peer, loudly; unreachable peers are routine.
+                if foreign && self.inner.warned.lock().insert(address.to_string()) {
+                    tracing::warn!(peer = address, error = %e, "gossip refused a peer's state");
+                } else {
+                    tracing::debug!(peer = address, error = %e, "gossip exchange failed");
+                }
                 self.inner
                     .failed
                     .lock()

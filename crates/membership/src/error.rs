@@ -85,6 +85,9 @@ pub enum Error {
     /// Persisting or loading the state failed.
     #[error("state store: {0}")]
     Store(String),
+    /// The remote node refused the request; the message is its own error.
+    #[error("{0}")]
+    Remote(String),
     /// A partition transfer failed.
     #[error("transfer: {0}")]
     Transfer(String),

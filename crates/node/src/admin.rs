@@ -2,6 +2,7 @@
 //! first address of `--seeds`, authenticated with the cluster secret like every other command.
 //! Each prints a table, or with `--json` one JSON value with stable field names for scripts.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -142,11 +143,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         .admin(&address, command, timeout)
         .await
         .with_context(|| format!("the command failed at {address}"))?;
-    if out.json {
-        println!("{}", to_json(&reply)?);
+    let text = if out.json {
+        to_json(&reply)? + "\n"
     } else {
-        print_table(&reply);
-    }
+        table(&reply)
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,50 +164,63 @@ fn to_json(reply: &AdminReply) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-fn print_table(reply: &AdminReply) {
-    match reply {
-        AdminReply::Done(message) => println!("{message}"),
-        AdminReply::Plan(plan) => print_plan(plan),
-        AdminReply::Members(members) => print_members(members),
-        AdminReply::Ring(ring) => print_ring(ring),
-        AdminReply::Transfers(t) => print_transfers(t),
-    }
+fn table(reply: &AdminReply) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = match reply {
+        AdminReply::Done(message) => writeln!(out, "{message}"),
+        AdminReply::Plan(plan) => print_plan(&mut out, plan),
+        AdminReply::Members(members) => print_members(&mut out, members),
+        AdminReply::Ring(ring) => print_ring(&mut out, ring),
+        AdminReply::Transfers(t) => print_transfers(&mut out, t),
+    };
+    out
 }
 
-fn print_plan(plan: &PlanView) {
-    println!(
+fn print_plan(out: &mut String, plan: &PlanView) -> std::fmt::Result {
+    writeln!(
+        out,
         "plan {} (ring epoch {} -> {})",
         plan.id, plan.from_epoch, plan.next_epoch
-    );
+    )?;
     for change in &plan.changes {
-        println!("  {}", serde_json::to_string(change).unwrap_or_default());
+        writeln!(
+            out,
+            "  {}",
+            serde_json::to_string(change).unwrap_or_default()
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "{} partitions move ({} change owner, {} copies); balance after: {}..{} partitions per node",
         plan.partitions_moving,
         plan.owners_moved,
         plan.transfers,
         plan.balance_min,
         plan.balance_max
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<16} {:>13} {:>12} {:>16} {:>15}",
         "node", "owned before", "owned after", "replicas before", "replicas after"
-    );
+    )?;
     for n in &plan.nodes {
-        println!(
+        writeln!(
+            out,
             "{:<16} {:>13} {:>12} {:>16} {:>15}",
             n.id, n.owned_before, n.owned_after, n.replicated_before, n.replicated_after
-        );
+        )?;
     }
-    println!("commit with: dynamo admin cluster commit");
+    writeln!(out, "commit with: dynamo admin cluster commit")?;
+    Ok(())
 }
 
-fn print_members(members: &[MemberView]) {
-    println!(
+fn print_members(out: &mut String, members: &[MemberView]) -> std::fmt::Result {
+    writeln!(
+        out,
         "{:<16} {:<22} {:<8} {:>10} {:>8} {:>8}  notes",
         "node", "address", "status", "partitions", "next", "replicas"
-    );
+    )?;
     for m in members {
         let mut notes = Vec::new();
         if m.claimant {
@@ -213,7 +229,8 @@ fn print_members(members: &[MemberView]) {
         if !m.seen_latest && m.status != "removed" && m.status != "down" {
             notes.push("has not seen the latest state");
         }
-        println!(
+        writeln!(
+            out,
             "{:<16} {:<22} {:<8} {:>10} {:>8} {:>8}  {}",
             m.id,
             m.address,
@@ -222,12 +239,14 @@ fn print_members(members: &[MemberView]) {
             m.partitions_next,
             m.replicas,
             notes.join(", ")
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_ring(ring: &RingView) {
-    println!(
+fn print_ring(out: &mut String, ring: &RingView) -> std::fmt::Result {
+    writeln!(
+        out,
         "ring epoch {}, {} partitions, N = {}, {}",
         ring.epoch,
         ring.q,
@@ -237,9 +256,9 @@ fn print_ring(ring: &RingView) {
         } else {
             format!("not seen yet by {}", ring.not_seen_by.join(", "))
         }
-    );
+    )?;
     if let Some(next) = ring.next_epoch {
-        println!("pending ring epoch {next}");
+        writeln!(out, "pending ring epoch {next}")?;
     }
     for (p, owner) in ring.owners.iter().enumerate() {
         let next = ring
@@ -249,24 +268,28 @@ fn print_ring(ring: &RingView) {
             .filter(|n| *n != owner)
             .map(|n| format!(" -> {n}"))
             .unwrap_or_default();
-        println!("  {p:>4}  {owner}{next}");
+        writeln!(out, "  {p:>4}  {owner}{next}")?;
     }
+    Ok(())
 }
 
-fn print_transfers(t: &TransfersView) {
+fn print_transfers(out: &mut String, t: &TransfersView) -> std::fmt::Result {
     match &t.plan_id {
-        None => println!("no ownership change in progress"),
-        Some(id) => println!(
+        None => writeln!(out, "no ownership change in progress")?,
+        Some(id) => writeln!(
+            out,
             "plan {id}: {} partitions pending, {} transfers synced, {} active",
             t.pending,
             t.synced,
             t.active.len()
-        ),
+        )?,
     }
     for a in &t.active {
-        println!(
+        writeln!(
+            out,
             "  partition {:>4}  {} -> {}  {:<9}  {} keys, {} bytes",
             a.partition, a.from, a.to, a.phase, a.keys_sent, a.bytes_sent
-        );
+        )?;
     }
+    Ok(())
 }

@@ -83,7 +83,7 @@ impl<C: Connector> GossipClient<C> {
         ctx.deadline = std::time::Instant::now() + left + DEADLINE_GRACE;
         match tokio::time::timeout_at(deadline, f(client, ctx)).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(refused))) => Err(Error::Refused(refused)),
+            Ok(Ok(Err(remote))) => Err(Error::Remote(remote)),
             Ok(Err(e)) => {
                 self.clients.lock().remove(address);
                 Err(peer_error(address, e))
