@@ -4,9 +4,8 @@
 //! bucket properties).
 //!
 //! Partition transfers are not wired here yet: the node runs membership without a
-//! [`PartitionMover`](dynamo_membership::PartitionMover), so a committed change whose transfers
-//! this node must send waits for a mover (the coordinator's transfer functions) to be plugged
-//! in through [`start`]'s `mover`.
+//! [`PartitionMover`], so a committed change whose transfers this node must send waits for a
+//! mover (the coordinator's transfer functions) to be plugged in through [`open`]'s `mover`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
