@@ -161,3 +161,38 @@ async fn check_reads(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bucket properties set through one node reach every node by gossip (not a one-shot push), and
+/// a node restarted from its data directory keeps the membership state it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_props_travel_by_gossip_and_membership_survives_a_kill() -> anyhow::Result<()> {
+    let mut cluster = ProcCluster::start(binary(), 3, "").await?;
+    let client = Client::connect(cluster.client_config()).await?;
+    let props = dynamo_client::BucketProps {
+        n_val: 2,
+        allow_mult: false,
+        ..Default::default()
+    };
+    client.set_bucket_props("gossiped", props.clone()).await?;
+    for i in 0..3 {
+        poll("props on every node", || async {
+            let reply = cluster.http_get(i, "/buckets/gossiped/props").await?;
+            let body: Value = serde_json::from_str(&reply.body)?;
+            Ok((body["props"]["n_val"] == 2 && body["props"]["allow_mult"] == false).then_some(()))
+        })
+        .await?;
+    }
+    // n3 is killed while n1 stages a leave of n2; after a restart it learns it by gossip and
+    // still holds its own view from disk.
+    cluster.kill(2)?;
+    cluster.admin(0, &["cluster", "leave", "n2"]).await?;
+    cluster.restart(2).await?;
+    poll("n3 sees the staged leave", || async {
+        let plan = admin_json(&cluster, 2, &["cluster", "plan"]).await?;
+        Ok((plan["changes"][0]["leave"]["node"] == "n2").then_some(()))
+    })
+    .await?;
+    let members = admin_json(&cluster, 2, &["members"]).await?;
+    assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
+    Ok(())
+}
