@@ -137,6 +137,14 @@ async fn a_fourth_node_joins_through_plan_and_commit() -> anyhow::Result<()> {
             "{transfers}"
         );
     }
+    // The metrics say the same.
+    let metrics = cluster.http_get(0, "/metrics").await?.body;
+    let pending = format!(
+        "dynamo_membership_partitions_pending {}",
+        plan["partitions_moving"]
+    );
+    assert!(metrics.contains(&pending), "{pending} not in:\n{metrics}");
+    assert!(metrics.contains("dynamo_membership_members 4"), "{metrics}");
     // One change at a time: staging another is refused while this one runs.
     let refused = cluster.admin(1, &["cluster", "leave", "n3"]).await;
     assert!(refused.is_err(), "{refused:?}");

@@ -16,6 +16,8 @@ use dynamo_membership::{
 };
 use dynamo_rpc::{Connector, GossipClient, PeerPool, decode_bucket_props};
 use dynamo_storage::Engine;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeConfig, Validated};
@@ -119,11 +121,89 @@ pub fn open<P: GossipPeers>(
     Ok(membership)
 }
 
+/// What membership looks like from this node, as gauges (set on every state change).
+#[derive(Clone, Debug, Default)]
+pub struct MembershipMetrics {
+    /// Epoch of the ring in force.
+    pub ring_epoch: Gauge,
+    /// Members taking part in gossip (joining, valid, leaving, exiting).
+    pub members: Gauge,
+    /// 1 when every member has seen the latest state, else 0.
+    pub converged: Gauge,
+    /// Partitions of the pending change still moving.
+    pub partitions_pending: Gauge,
+    /// Keys the pending change's transfers sent so far (all senders).
+    pub transfer_keys: Gauge,
+    /// Bytes the pending change's transfers sent so far (all senders).
+    pub transfer_bytes: Gauge,
+}
+
+impl MembershipMetrics {
+    /// Registers every series under the `dynamo_membership_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let series: [(&str, &str, &Gauge); 6] = [
+            (
+                "dynamo_membership_ring_epoch",
+                "Epoch of the ring in force",
+                &self.ring_epoch,
+            ),
+            (
+                "dynamo_membership_members",
+                "Members taking part in gossip",
+                &self.members,
+            ),
+            (
+                "dynamo_membership_converged",
+                "1 when every member has seen the latest state",
+                &self.converged,
+            ),
+            (
+                "dynamo_membership_partitions_pending",
+                "Partitions of the committed change still moving",
+                &self.partitions_pending,
+            ),
+            (
+                "dynamo_membership_transfer_keys",
+                "Keys sent by the committed change's transfers",
+                &self.transfer_keys,
+            ),
+            (
+                "dynamo_membership_transfer_bytes",
+                "Bytes sent by the committed change's transfers",
+                &self.transfer_bytes,
+            ),
+        ];
+        for (name, help, gauge) in series {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn observe(&self, state: &ClusterState) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&self.ring_epoch, state.ring().epoch());
+        let members = state.members().values().filter(|m| m.status.gossips());
+        gauge(&self.members, members.count() as u64);
+        gauge(&self.converged, u64::from(state.converged()));
+        let (mut pending, mut keys, mut bytes) = (0, 0, 0);
+        if let Some(p) = state.pending() {
+            pending = p.partitions_pending() as u64;
+            for progress in p.transfers.values() {
+                keys += progress.keys;
+                bytes += progress.bytes;
+            }
+        }
+        gauge(&self.partitions_pending, pending);
+        gauge(&self.transfer_keys, keys);
+        gauge(&self.transfer_bytes, bytes);
+    }
+}
+
 /// Applies every new membership state to the rest of the node until `shutdown` fires.
 pub async fn follow<P: GossipPeers, C: Connector>(
     membership: Membership<P>,
     coordinator: NodeCoordinator,
     pool: Arc<PeerPool<C>>,
+    metrics: MembershipMetrics,
     shutdown: CancellationToken,
 ) {
     let mut changes = membership.subscribe();
@@ -131,6 +211,7 @@ pub async fn follow<P: GossipPeers, C: Connector>(
     loop {
         let state = Arc::clone(&changes.borrow_and_update());
         apply(&state, &coordinator, &pool, &mut applied);
+        metrics.observe(&state);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,

@@ -132,6 +132,8 @@ impl RunningNode {
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         coordinator.metrics().register(&mut registry);
+        let membership_metrics = membership::MembershipMetrics::default();
+        membership_metrics.register(&mut registry);
         let registry = Arc::new(registry);
         let render: dynamo_http::MetricsRender = Arc::new(move || {
             let mut out = String::new();
@@ -150,6 +152,7 @@ impl RunningNode {
             membership.clone(),
             coordinator.clone(),
             Arc::clone(&pool),
+            membership_metrics,
             shutdown.clone(),
         ));
         let server = NodeServer::new(coordinator.clone(), pool)
