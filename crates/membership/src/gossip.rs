@@ -10,7 +10,8 @@ use dynamo_ring::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::state::ClusterState;
+use crate::plan::Change;
+use crate::state::{ClusterState, Status};
 
 /// Upper bound on claimant-step and mark-seen iterations after one change. Each iteration either
 /// moves the pending change forward or marks a new digest seen, and a state settles in a handful;
@@ -73,7 +74,7 @@ impl ClusterState {
     /// After any change made at `me`: lets the claimant act and marks the state seen, until
     /// neither changes anything. Returns whether anything changed.
     pub fn settle(&mut self, me: &NodeId) -> bool {
-        let mut changed = false;
+        let mut changed = self.revive(me);
         for _ in 0..MAX_SETTLE_STEPS {
             let stepped = self.claimant_step(me);
             let seen = self.mark_seen(me);
@@ -83,6 +84,25 @@ impl ClusterState {
             changed = true;
         }
         changed
+    }
+
+    /// A node an operator declared down that runs again marks itself valid, unless its removal
+    /// is staged or under way: it is alive, and convergence should wait for it again. (Only
+    /// the node itself does this; gossip never changes another member's status.)
+    fn revive(&mut self, me: &NodeId) -> bool {
+        let down = self.member(me).is_some_and(|m| m.status == Status::Down);
+        let in_ring = self.ring().member(me).is_some();
+        let removal_staged = self
+            .staged()
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Remove { node } if node == me));
+        let leaving_next = self.pending().is_some_and(|p| p.next.member(me).is_none());
+        if down && in_ring && !removal_staged && !leaving_next {
+            self.set_status(me, Status::Valid);
+            return true;
+        }
+        false
     }
 
     /// Addresses to gossip with this round: one member chosen with `random` among those that

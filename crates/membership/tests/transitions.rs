@@ -143,3 +143,21 @@ fn operators_are_told_why_a_command_is_refused() {
         Err(Error::Refused(_))
     ));
 }
+
+#[test]
+fn a_node_declared_down_that_comes_back_marks_itself_valid_unless_it_is_being_removed() {
+    let mut sim = Sim::new(4, 0);
+    // The operator declares n03 down (staging its removal), then thinks better of it.
+    let s = &mut sim.nodes[0].state;
+    s.stage(Change::Remove { node: id(3) }).unwrap();
+    s.settle(&id(0));
+    sim.drain_gossip_only();
+    assert_eq!(status(&sim, 3), Status::Down, "the removal is staged");
+    let s = &mut sim.nodes[0].state;
+    s.clear_staged();
+    s.settle(&id(0));
+    sim.drain_gossip_only();
+    // n03 is alive and gossips: it marks itself valid, and everyone converges with it again.
+    assert_eq!(status(&sim, 3), Status::Valid);
+    assert!(sim.nodes.iter().all(|n| n.state.converged()));
+}
