@@ -383,12 +383,18 @@ impl ClusterState {
     }
 
     /// The claimant: the first valid member in id order. Only it turns committed changes into a
-    /// next ring and installs it.
+    /// next ring and installs it. When a change makes every valid member leave (all of them
+    /// replaced by joiners), the first leaving member, then the first joining one, stands in,
+    /// so that the change can still be installed.
     pub fn claimant(&self) -> Option<&NodeId> {
-        self.members
-            .iter()
-            .find(|(_, m)| m.status == Status::Valid)
-            .map(|(id, _)| id)
+        [Status::Valid, Status::Leaving, Status::Joining]
+            .into_iter()
+            .find_map(|status| {
+                self.members
+                    .iter()
+                    .find(|(_, m)| m.status == status)
+                    .map(|(id, _)| id)
+            })
     }
 
     /// Joins `other` into `self`. Commutative, associative and idempotent for states that share
