@@ -145,6 +145,35 @@ fn transfers(current: &Ring, next: &Ring, n: usize, gone: &BTreeSet<NodeId>) -> 
     out
 }
 
+/// Partitions owned and replicated by every node of either ring, before and after.
+fn node_counts(current: &Ring, next: &Ring, n: usize) -> BTreeMap<NodeId, NodeCounts> {
+    let mut nodes: BTreeMap<NodeId, NodeCounts> = BTreeMap::new();
+    for (ring, after) in [(current, false), (next, true)] {
+        for (id, owned) in ring.ownership() {
+            let replicated = ring.partitions_replicated_by(&id, n).len();
+            let c = nodes.entry(id).or_default();
+            if after {
+                (c.owned_after, c.replicated_after) = (owned, replicated);
+            } else {
+                (c.owned_before, c.replicated_before) = (owned, replicated);
+            }
+        }
+    }
+    nodes
+}
+
+/// A plan's identity: the first 8 bytes of an MD5 over everything it does.
+fn plan_id(epoch: u64, changes: &[Change], next: &Ring, transfers: &[Transfer]) -> PlanId {
+    let mut hash = Md5::new();
+    hash.update(crate::codec::canonical_bytes(&(
+        epoch, changes, next, transfers,
+    )));
+    let digest: [u8; 16] = hash.finalize().into();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    PlanId(u64::from_be_bytes(id))
+}
+
 impl ClusterState {
     /// Stages `change`, replacing any staged change about the same nodes. Checks only what the
     /// change alone must satisfy; [`ClusterState::plan`] checks the changes together.
@@ -262,18 +291,7 @@ impl ClusterState {
             };
         }
         let transfers = transfers(current, &next, n, &gone);
-        let mut nodes: BTreeMap<NodeId, NodeCounts> = BTreeMap::new();
-        for (ring, after) in [(current, false), (&next, true)] {
-            for (id, owned) in ring.ownership() {
-                let replicated = ring.partitions_replicated_by(&id, n).len();
-                let c = nodes.entry(id).or_default();
-                if after {
-                    (c.owned_after, c.replicated_after) = (owned, replicated);
-                } else {
-                    (c.owned_before, c.replicated_before) = (owned, replicated);
-                }
-            }
-        }
+        let nodes = node_counts(current, &next, n);
         let owners_moved = current
             .partitions()
             .filter(|&p| current.owner(p) != next.owner(p))
@@ -283,18 +301,8 @@ impl ClusterState {
             .map(|t| t.partition)
             .collect::<BTreeSet<PartitionId>>()
             .len();
-        let mut hash = Md5::new();
-        hash.update(crate::codec::canonical_bytes(&(
-            current.epoch(),
-            &changes,
-            &next,
-            &transfers,
-        )));
-        let digest: [u8; 16] = hash.finalize().into();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&digest[..8]);
         Ok(Plan {
-            id: PlanId(u64::from_be_bytes(id)),
+            id: plan_id(current.epoch(), &changes, &next, &transfers),
             from_epoch: current.epoch(),
             changes,
             next,
