@@ -208,10 +208,25 @@ pub async fn follow<P: GossipPeers, C: Connector>(
 ) {
     let mut changes = membership.subscribe();
     let mut applied = BTreeMap::new();
+    let mut status = None;
     loop {
         let state = Arc::clone(&changes.borrow_and_update());
         apply(&state, &coordinator, &pool, &mut applied);
         metrics.observe(&state);
+        let now = state.member(membership.me()).map(|m| m.status);
+        if now != status {
+            match now {
+                Some(Status::Exiting) => tracing::info!(
+                    "this node left the ring; it is removed once every member has seen that"
+                ),
+                Some(Status::Removed) => tracing::info!(
+                    "this node is no longer a member of the cluster; it can be stopped"
+                ),
+                Some(s) => tracing::info!(status = s.as_str(), "membership status"),
+                None => {}
+            }
+            status = now;
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
