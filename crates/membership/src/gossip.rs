@@ -94,7 +94,7 @@ impl ClusterState {
         let in_ring = self.ring().member(me).is_some();
         let removal_staged = self
             .staged()
-            .changes
+            .changes()
             .iter()
             .any(|c| matches!(c, Change::Remove { node } if node == me));
         let leaving_next = self.pending().is_some_and(|p| p.next.member(me).is_none());

@@ -230,26 +230,50 @@ impl ClusterState {
                 }
             }
         }
+        // One change per node: drop staged changes about the nodes this one is about.
         let touched: Vec<NodeId> = change.nodes().into_iter().cloned().collect();
-        self.staged
-            .changes
-            .retain(|c| c.nodes().iter().all(|n| !touched.contains(n)));
+        let stale: Vec<NodeId> = self
+            .staged
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.change
+                    .as_ref()
+                    .is_some_and(|c| c.nodes().iter().any(|n| touched.contains(n)))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            self.staged.put(&key, None);
+        }
         // A node being removed is unreachable: from now on convergence no longer waits for it
         // (an operator's word, never gossip's: paper 4.8.3).
         if let Change::Remove { node } = &change {
             self.set_status(node, Status::Down);
         }
-        self.staged.changes.push(change);
-        self.staged.committed = None;
-        self.staged.version += 1;
+        let key = change.nodes()[0].clone();
+        self.staged.put(&key, Some(change));
+        if self.staged.committed().is_some() {
+            self.staged.mark(None);
+        }
         Ok(())
     }
 
     /// Drops every staged change (and a commit not yet carried out).
     pub fn clear_staged(&mut self) {
-        self.staged.changes.clear();
-        self.staged.committed = None;
-        self.staged.version += 1;
+        let keys: Vec<NodeId> = self
+            .staged
+            .entries
+            .iter()
+            .filter(|(_, e)| e.change.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.staged.put(&key, None);
+        }
+        if self.staged.committed().is_some() {
+            self.staged.mark(None);
+        }
     }
 
     /// The plan the staged changes give now.
@@ -257,12 +281,12 @@ impl ClusterState {
         if self.ring.pending.is_some() {
             return Err(Error::Refused("an ownership change is in progress".into()));
         }
-        if self.staged.changes.is_empty() {
+        let mut changes = self.staged.changes();
+        if changes.is_empty() {
             return Err(Error::Refused("no changes are staged".into()));
         }
         let n = usize::from(self.n);
         let current = &self.ring.current;
-        let mut changes = self.staged.changes.clone();
         // Joins first (so a replacing node exists), then replacements, then departures.
         changes.sort_by_key(|c| match c {
             Change::Join { .. } => 0,
@@ -336,8 +360,7 @@ impl ClusterState {
                 current: plan.id.to_string(),
             });
         }
-        self.staged.committed = Some(plan.id);
-        self.staged.version += 1;
+        self.staged.mark(Some(plan.id));
         Ok(plan)
     }
 
@@ -350,16 +373,12 @@ impl ClusterState {
         if self.claimant() != Some(me) {
             return false;
         }
-        if let Some(committed) = self.staged.committed
-            && self.ring.pending.is_none()
-        {
+        if let Some(committed) = self.staged.committed() {
             match self.plan() {
-                Ok(plan) if plan.id == committed => self.begin(plan),
-                _ => {
-                    // The staged changes moved on since the commit; the operator must look again.
-                    self.staged.committed = None;
-                    self.staged.version += 1;
-                }
+                Ok(plan) if plan.id == committed && self.ring.pending.is_none() => self.begin(plan),
+                // The staged changes moved on since the commit (or a change is already under
+                // way): the operator must look again.
+                _ => self.staged.mark(None),
             }
             return true;
         }
@@ -453,15 +472,19 @@ impl ClusterState {
             .iter()
             .map(|t| (t.clone(), Progress::default()))
             .collect();
+        let plan_changes = plan.changes.clone();
         self.ring.pending = Some(Pending {
             plan_id: plan.id,
             changes: plan.changes,
             next: plan.next,
             transfers,
         });
-        self.staged.changes.clear();
-        self.staged.committed = None;
-        self.staged.version += 1;
+        // The changes carried out leave the stage; any staged since stay for the next plan.
+        for change in &plan_changes {
+            let key = change.nodes()[0].clone();
+            self.staged.put(&key, None);
+        }
+        self.staged.mark(None);
     }
 
     /// Installs the pending ring as current and moves members to their next status.

@@ -174,15 +174,69 @@ impl Pending {
     }
 }
 
-/// The operator's staged changes: a register whose larger version wins.
+/// One node's staged change: a register whose larger `(version, change)` wins; `None` is a
+/// change that was cleared or carried out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Staged {
-    /// Bumped by every stage, clear and commit.
+pub struct StagedEntry {
+    /// Bumped by every stage or clear of this node's change.
     pub version: u64,
-    /// The changes, one per node, in the order they were staged.
-    pub changes: Vec<Change>,
-    /// Set by `commit`: the plan the operator accepted, for the claimant to carry out.
-    pub committed: Option<PlanId>,
+    /// The change, if one is staged.
+    pub change: Option<Change>,
+}
+
+/// The operator's commit: a register whose larger `(version, plan)` wins.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct CommitMark {
+    /// Bumped by every commit and every time the claimant takes or drops one.
+    pub version: u64,
+    /// The plan the operator accepted, for the claimant to carry out.
+    pub plan: Option<PlanId>,
+}
+
+/// The operator's staged changes: one register per node the change is about (a replacement is
+/// filed under the node replaced), so changes staged on different nodes at the same time all
+/// survive the merge, plus the commit mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Staged {
+    /// Each node's staged change.
+    pub entries: BTreeMap<NodeId, StagedEntry>,
+    /// The commit waiting for the claimant.
+    pub commit: CommitMark,
+}
+
+impl Staged {
+    /// The staged changes, in node id order.
+    pub fn changes(&self) -> Vec<Change> {
+        self.entries
+            .values()
+            .filter_map(|e| e.change.clone())
+            .collect()
+    }
+
+    /// The plan committed and not yet carried out, if any.
+    pub fn committed(&self) -> Option<PlanId> {
+        self.commit.plan
+    }
+
+    /// Sets `node`'s entry to `change` with a version above the current one.
+    pub(crate) fn put(&mut self, node: &NodeId, change: Option<Change>) {
+        let entry = self.entries.entry(node.clone()).or_default();
+        entry.version += 1;
+        entry.change = change;
+    }
+
+    /// Sets the commit mark, with a version above the current one.
+    pub(crate) fn mark(&mut self, plan: Option<PlanId>) {
+        self.commit.version += 1;
+        self.commit.plan = plan;
+    }
+
+    fn join(&mut self, other: &Staged) {
+        join_maps(&mut self.entries, &other.entries);
+        self.commit = self.commit.max(other.commit);
+    }
 }
 
 /// A cluster-wide bucket property set: opaque bytes, last writer wins by `(version, node)`.
@@ -422,9 +476,7 @@ impl ClusterState {
         let ring = join_ring_slots(&self.cluster, &self.ring, &other.ring)?;
         self.ring = ring;
         join_maps(&mut self.members, &other.members);
-        if other.staged > self.staged {
-            self.staged = other.staged.clone();
-        }
+        self.staged.join(&other.staged);
         join_maps(&mut self.buckets, &other.buckets);
         join_maps(&mut self.seen, &other.seen);
         Ok(())

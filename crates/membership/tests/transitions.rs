@@ -161,3 +161,24 @@ fn a_node_declared_down_that_comes_back_marks_itself_valid_unless_it_is_being_re
     assert_eq!(status(&sim, 3), Status::Valid);
     assert!(sim.nodes.iter().all(|n| n.state.converged()));
 }
+
+#[test]
+fn changes_staged_on_two_nodes_at_once_both_survive_the_merge() {
+    let mut sim = Sim::new(3, 0);
+    // Two nodes join through different members before either hears of the other.
+    sim.apply(&Op::Join(0));
+    sim.apply(&Op::Join(1));
+    let s = &mut sim.nodes[2].state;
+    s.stage(Change::Leave { node: id(2) }).unwrap();
+    s.settle(&id(2));
+    sim.drain_gossip_only();
+    let plan = sim.nodes[0].state.plan().unwrap();
+    assert_eq!(
+        plan.changes,
+        vec![
+            Change::Join { node: id(3) },
+            Change::Join { node: id(4) },
+            Change::Leave { node: id(2) },
+        ]
+    );
+}
