@@ -325,12 +325,31 @@ fn run(seed: u64) -> Vec<Arc<ClusterState>> {
         .collect()
 }
 
+/// Seeds the scenario runs with: `MEMBERSHIP_SIM_SEEDS=1-200` runs many (inclusive range).
+fn seeds() -> std::ops::RangeInclusive<u64> {
+    let parsed = std::env::var("MEMBERSHIP_SIM_SEEDS").ok().and_then(|v| {
+        let (a, b) = v.split_once('-')?;
+        Some(a.parse().ok()?..=b.parse().ok()?)
+    });
+    parsed.unwrap_or(7..=7)
+}
+
 #[test]
 fn joins_under_a_split_and_a_leaver_cut_off_mid_change_end_in_one_state() {
-    let states = run(7);
+    for seed in seeds() {
+        check_seed(seed);
+    }
+}
+
+fn check_seed(seed: u64) {
+    let states = run(seed);
     let first = &states[0];
     for (name, s) in NODES.iter().zip(&states) {
-        assert_eq!(s.full_digest(), first.full_digest(), "{name} differs");
+        assert_eq!(
+            s.full_digest(),
+            first.full_digest(),
+            "seed {seed}: {name} differs"
+        );
     }
     assert!(first.converged());
     assert!(first.pending().is_none());
@@ -342,6 +361,6 @@ fn joins_under_a_split_and_a_leaver_cut_off_mid_change_end_in_one_state() {
     }
     assert!(first.ring().member(&id("n2")).is_none());
     // Same seed, same history.
-    let again = run(7);
+    let again = run(seed);
     assert_eq!(again[0].full_digest(), first.full_digest());
 }
