@@ -47,6 +47,11 @@ pub const MAX_HTTP_RESPONSE: u64 = 4 * 1024 * 1024;
 /// machine, so a second attempt almost always succeeds; five is generous.
 pub const PORT_ATTEMPTS: usize = 5;
 
+/// Longest one `dynamo admin` command may take: it dials one node and waits for one answer
+/// (a join also pulls the seed's state), milliseconds on loopback; a debug binary's start-up on
+/// a loaded machine is most of it.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The nodes' log filter: start-up, peers marked down or up, handoff warnings, without the
 /// per-request noise of `debug` (whatever `RUST_LOG` the test runs under).
 const NODE_LOG_FILTER: &str = "info";
@@ -214,6 +219,7 @@ impl ProcCluster {
             // would silently override it.
             command.env_remove(format!("DYNAMO_{}", field.to_ascii_uppercase()));
         }
+        command.env_remove("DYNAMO_SEEDS");
         let child = command
             .arg("server")
             .arg("--config")
@@ -316,6 +322,70 @@ impl ProcCluster {
         tokio::time::timeout(HTTP_TIMEOUT, http_get(addr, path))
             .await
             .with_context(|| format!("GET {path} on {addr} timed out"))?
+    }
+
+    /// Starts one more node with no member list (a one-node cluster of its own, ready to join
+    /// this one), with node `n1` as its seed and `extra_toml` appended to its configuration.
+    /// Returns its index. Picks fresh ports; a clash fails the call (start it again).
+    pub async fn add_lone_node(&mut self, extra_toml: &str) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let id = format!("n{}", i + 1);
+        let ports = free_ports(2)?;
+        let (rpc_addr, http_addr) = (ports[0], ports[1]);
+        let seed = self.node(0)?.rpc_addr;
+        let data_dir = self.dir.path().join(&id);
+        std::fs::create_dir_all(&data_dir)?;
+        let config = format!(
+            "node_id = \"{id}\"\nrpc_listen = \"{rpc_addr}\"\nhttp_listen = \"{http_addr}\"\n\
+             data_dir = {data}\ncluster_name = \"{CLUSTER}\"\ncluster_secret = \"{SECRET}\"\n\
+             partitions = 64\ndurability = \"sync\"\nlog_format = \"human\"\n\
+             seeds = [\"{seed}\"]\n{extra_toml}\n",
+            data = toml_string(&data_dir)?,
+        );
+        let config_path = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&config_path, config)?;
+        self.nodes.push(ProcNode {
+            log_path: self.dir.path().join(format!("{id}.log")),
+            id,
+            rpc_addr,
+            http_addr,
+            config_path,
+            child: None,
+        });
+        self.spawn(i)?;
+        self.wait_ready(i).await?;
+        Ok(i)
+    }
+
+    /// Runs `dynamo admin ARGS` against node `i` and returns its standard output; a command
+    /// that fails is an error carrying its standard error.
+    pub async fn admin(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+        let addr = self.node(i)?.rpc_addr.to_string();
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("admin")
+            .args(args)
+            .args([
+                "--seeds",
+                &addr,
+                "--cluster-name",
+                CLUSTER,
+                "--secret",
+                SECRET,
+            ])
+            .env_remove("DYNAMO_SEEDS")
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(ADMIN_TIMEOUT, command.output())
+            .await
+            .with_context(|| format!("dynamo admin {args:?} timed out"))??;
+        if !output.status.success() {
+            bail!(
+                "dynamo admin {args:?} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// The last `lines` lines of node `i`'s log (empty when there is none yet).

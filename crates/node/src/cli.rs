@@ -71,24 +71,9 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
-    /// Operator commands.
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum AdminCommand {
-    /// Anti-entropy per node and partition: when each tree was built, the last exchange with
-    /// each other replica, keys repaired.
-    Aae {
-        #[command(flatten)]
-        conn: ConnArgs,
-        /// Print JSON (one object per node) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Membership administration: join, leave, remove, replace, plan, commit; members, ring
+    /// and transfers.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,25 +117,26 @@ struct DevArgs {
     durability: String,
 }
 
+/// How a command reaches the cluster.
 #[derive(Args, Debug)]
-struct ConnArgs {
-    /// RPC addresses of one or more nodes (comma separated).
+pub(crate) struct ConnArgs {
+    /// RPC addresses of one or more nodes (comma separated); admin commands address the first.
     #[arg(
         long,
         env = "DYNAMO_SEEDS",
         default_value = "127.0.0.1:7001",
         value_delimiter = ','
     )]
-    seeds: Vec<String>,
+    pub(crate) seeds: Vec<String>,
     /// Cluster name.
     #[arg(long, env = "DYNAMO_CLUSTER_NAME", default_value = dev::DEV_CLUSTER_NAME)]
-    cluster_name: String,
+    pub(crate) cluster_name: String,
     /// Cluster secret.
     #[arg(long, env = "DYNAMO_CLUSTER_SECRET", default_value = dev::DEV_SECRET, hide_default_value = true)]
-    secret: String,
+    pub(crate) secret: String,
     /// Request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 impl ConnArgs {
@@ -255,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         }
+        Command::Admin(args) => crate::admin::run(args).await,
         Command::Status { conn } => {
             let client = conn.client().await?;
             let map = client.cluster_map();
@@ -285,14 +272,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin {
-            command: AdminCommand::Aae { conn, json },
-        } => admin_aae(conn, json).await,
     }
 }
 
 /// `dynamo admin aae`: asks every member for its anti-entropy status.
-async fn admin_aae(conn: ConnArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn admin_aae(conn: ConnArgs, json: bool) -> anyhow::Result<ExitCode> {
     let client = conn.client().await?;
     let map = client.cluster_map();
     let auth = dynamo_rpc::ClusterAuth::new(conn.cluster_name.clone(), conn.secret.into_bytes())?;

@@ -176,8 +176,25 @@ pub struct NodeConfig {
     /// Partitions on the ring (Q): a power of two in 8..=1024, fixed at cluster creation.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
-    /// The static member list.
+    /// The static member list that bootstraps a fresh cluster (every member given the same
+    /// list). Empty: this node starts as a one-node cluster and grows by `dynamo admin cluster
+    /// join`. Only read when the data directory holds no membership state yet.
+    #[serde(default)]
     pub members: Vec<MemberConfig>,
+    /// RPC addresses of nodes to gossip with every round (paper 4.8.2), so that members started
+    /// apart always learn of each other. `DYNAMO_SEEDS` (comma separated) overrides it.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// The RPC address other nodes reach this one at, when it is not in `members`; defaults to
+    /// `rpc_listen`.
+    #[serde(default)]
+    pub rpc_advertise: Option<String>,
+    /// This node's zone when it is not in `members` (it joins with it).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// This node's capacity weight when it is not in `members` (it joins with it).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
     /// Properties of buckets that have no override.
     #[serde(default)]
     pub bucket_defaults: BucketConfig,
@@ -306,7 +323,7 @@ pub const ENV_FIELDS: &[&str] = &[
 pub struct Validated {
     /// This node.
     pub me: NodeId,
-    /// Ring members in config order.
+    /// Static ring members in config order (empty: a one-node cluster of this node).
     pub members: Vec<Member>,
     /// Member RPC addresses.
     pub addresses: BTreeMap<NodeId, String>,
@@ -314,6 +331,14 @@ pub struct Validated {
     pub bucket_defaults: BucketProps,
     /// Per-bucket overrides.
     pub buckets: BTreeMap<Vec<u8>, BucketProps>,
+    /// This node's RPC address as peers reach it.
+    pub address: String,
+    /// This node's zone.
+    pub zone: Option<String>,
+    /// This node's capacity weight.
+    pub weight: u32,
+    /// Seed addresses to gossip with.
+    pub seeds: Vec<String>,
 }
 
 impl NodeConfig {
@@ -329,6 +354,17 @@ impl NodeConfig {
                 ));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        if let Ok(value) = std::env::var("DYNAMO_SEEDS") {
+            let seeds: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            builder = builder
+                .set_override("seeds", seeds)
+                .map_err(|e| invalid("DYNAMO_SEEDS", e.to_string()))?;
         }
         for field in ENV_FIELDS {
             let var = format!("DYNAMO_{}", field.to_ascii_uppercase());
@@ -370,9 +406,6 @@ impl NodeConfig {
                 format!("{} is not a power of two in 8..=1024", self.partitions),
             ));
         }
-        if self.members.is_empty() {
-            return Err(invalid("members", "at least one member is required"));
-        }
         let mut members = Vec::new();
         let mut addresses = BTreeMap::new();
         for (i, m) in self.members.iter().enumerate() {
@@ -403,8 +436,34 @@ impl NodeConfig {
             addresses.insert(id, m.address.clone());
             members.push(member);
         }
-        if !addresses.contains_key(&me) {
+        if !self.members.is_empty() && !addresses.contains_key(&me) {
             return Err(invalid("node_id", format!("{me} is not in members")));
+        }
+        for (i, seed) in self.seeds.iter().enumerate() {
+            if seed.is_empty() || !seed.contains(':') {
+                return Err(invalid(
+                    format!("seeds[{i}]"),
+                    format!("{seed:?} is not host:port"),
+                ));
+            }
+        }
+        if self.weight == 0 {
+            return Err(invalid("weight", "must be at least 1"));
+        }
+        let (address, zone, weight) = match members.iter().find(|m| m.id == me) {
+            Some(m) => (addresses[&me].clone(), m.zone.clone(), m.weight),
+            None => (
+                self.rpc_advertise
+                    .clone()
+                    .unwrap_or_else(|| self.rpc_listen.clone()),
+                self.zone.clone(),
+                self.weight,
+            ),
+        };
+        if let Some(zone) = &zone
+            && (zone.is_empty() || zone.len() > dynamo_ring::MAX_ZONE_LEN)
+        {
+            return Err(invalid("zone", "must be 1..=64 bytes"));
         }
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be at least 1"));
@@ -429,6 +488,10 @@ impl NodeConfig {
             addresses,
             bucket_defaults,
             buckets,
+            address,
+            zone,
+            weight,
+            seeds: self.seeds.clone(),
         })
     }
 }
@@ -454,6 +517,10 @@ mod tests {
                 zone: None,
                 weight: 1,
             }],
+            seeds: Vec::new(),
+            rpc_advertise: None,
+            zone: None,
+            weight: 1,
             bucket_defaults: BucketConfig::default(),
             buckets: BTreeMap::new(),
             durability: DurabilityConfig::Sync,
@@ -481,7 +548,13 @@ mod tests {
                 Box::new(|c| c.cluster_secret = "short".into()),
             ),
             ("members[0].weight", Box::new(|c| c.members[0].weight = 0)),
-            ("members", Box::new(|c| c.members.clear())),
+            (
+                "node_id",
+                Box::new(|c| {
+                    c.members[0].id = "n2".into();
+                }),
+            ),
+            ("seeds[0]", Box::new(|c| c.seeds = vec!["nowhere".into()])),
             (
                 "anti_entropy.max_concurrent",
                 Box::new(|c| c.anti_entropy.max_concurrent = 0),
@@ -549,6 +622,42 @@ exchange_interval_ms = 5000
             config.anti_entropy.enabled,
             "absent fields keep their defaults"
         );
+    }
+
+    #[test]
+    fn a_node_without_members_is_a_one_node_cluster_at_its_advertised_address() {
+        let mut c = sample();
+        c.members.clear();
+        c.rpc_advertise = Some("10.1.2.3:7001".into());
+        c.zone = Some("eu-1a".into());
+        let v = c.validate().unwrap();
+        assert!(v.members.is_empty());
+        assert_eq!(v.address, "10.1.2.3:7001");
+        assert_eq!(v.zone.as_deref(), Some("eu-1a"));
+        c.rpc_advertise = None;
+        assert_eq!(c.validate().unwrap().address, "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn seeds_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            r#"
+node_id = "n4"
+rpc_listen = "127.0.0.1:7004"
+http_listen = "127.0.0.1:8104"
+data_dir = "data"
+cluster_name = "c"
+cluster_secret = "0123456789abcdef"
+seeds = ["127.0.0.1:7001", "127.0.0.1:7002"]
+"#,
+        )
+        .unwrap();
+        let v = NodeConfig::load(Some(&path)).unwrap().validate().unwrap();
+        assert_eq!(v.seeds, vec!["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert!(v.members.is_empty());
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! wire in `dynamo-rpc`, the HTTP API in `dynamo-http`, storage in `dynamo-storage`.
 //! Nothing depends on this crate except the integration tests.
 
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod membership;
+pub mod mover;
 pub mod node;
 pub mod telemetry;
 

@@ -1,5 +1,6 @@
-//! Starting and stopping one node: storage, identity (node id and epoch), ring, peer pool,
-//! coordinator, the RPC listener and the HTTP API, under one shutdown token.
+//! Starting and stopping one node: storage, identity (node id and epoch), membership (which
+//! holds the ring), peer pool, coordinator, the RPC listener and the HTTP API, under one
+//! shutdown token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use anyhow::{Context as _, bail};
 use dynamo_anti_entropy::{AntiEntropy, LatencySamples, TrackingEngine, Trees};
 use dynamo_coordinator::{Buckets, Clock, Coordinator, Options, Parts, SystemClock};
 use dynamo_ring::{NodeId, Ring};
-use dynamo_rpc::{ClusterAuth, NodeServer, PeerPool, TcpConnector, TcpListener};
+use dynamo_rpc::{ClusterAuth, GossipClient, NodeServer, PeerPool, TcpConnector, TcpListener};
 use dynamo_storage::{Engine, EngineExt, RedbEngine};
 use dynamo_versioning::Actor;
 use prometheus_client::registry::Registry;
@@ -16,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::NodeConfig;
+use crate::membership::{self, NodeMembership};
+use crate::mover::CoordinatorMover;
+use dynamo_membership::PartitionMover;
 
 /// Name of the data file inside `data_dir`.
 pub const DATA_FILE: &str = "dynamo.redb";
@@ -62,6 +66,7 @@ pub struct RunningNode {
     pub actor: Actor,
     coordinator: NodeCoordinator,
     anti_entropy: Option<AntiEntropy>,
+    membership: NodeMembership,
     engine: Arc<dyn Engine>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -109,17 +114,23 @@ impl RunningNode {
             raw
         };
         let actor = load_identity(engine.as_ref(), &valid.me)?;
-        let n_hint = usize::from(valid.bucket_defaults.n_val);
-        let ring = Ring::new(config.partitions, valid.members.clone(), n_hint)?;
         let auth = ClusterAuth::new(
             config.cluster_name.clone(),
             config.cluster_secret.as_bytes().to_vec(),
         )?;
-        let pool = Arc::new(PeerPool::new(
-            TcpConnector,
-            auth.clone(),
-            valid.addresses.clone(),
-        ));
+        let mover = CoordinatorMover::new();
+        // The ring and the members come from membership: the stored state, or on a fresh data
+        // directory the static member list (or this node alone).
+        let membership = membership::open(
+            &config,
+            &valid,
+            GossipClient::new(TcpConnector, auth.clone()),
+            Arc::clone(&engine),
+            Some(Arc::clone(&mover) as Arc<dyn PartitionMover>),
+        )?;
+        let state = membership.state();
+        let ring: Ring = state.ring().clone();
+        let pool = Arc::new(PeerPool::new(TcpConnector, auth.clone(), state.addresses()));
         let buckets = Buckets::load(
             valid.bucket_defaults.clone(),
             valid.buckets.clone(),
@@ -136,9 +147,11 @@ impl RunningNode {
             options: Options::default(),
         });
 
+        mover.attach(coordinator.clone());
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         coordinator.metrics().register(&mut registry);
+        let n_hint = usize::from(valid.bucket_defaults.n_val);
         let anti_entropy = config.anti_entropy.enabled.then(|| {
             let lww = coordinator.clone();
             AntiEntropy::new(dynamo_anti_entropy::Parts {
@@ -156,6 +169,8 @@ impl RunningNode {
         if let Some(ae) = &anti_entropy {
             ae.metrics().register(&mut registry);
         }
+        let membership_metrics = membership::MembershipMetrics::default();
+        membership_metrics.register(&mut registry);
         let registry = Arc::new(registry);
         let render: dynamo_http::MetricsRender = Arc::new(move || {
             let mut out = String::new();
@@ -169,20 +184,31 @@ impl RunningNode {
         let rpc_addr = listeners.rpc.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
         let tasks = TaskTracker::new();
-        let mut server = NodeServer::new(coordinator.clone(), Arc::clone(&pool) as _);
+        let mut server = NodeServer::new(coordinator.clone(), Arc::clone(&pool) as _)
+            .with_membership(Arc::new(membership.clone()));
+        // Background exchanges get connections of their own: a repair's large frames never
+        // queue ahead of client requests on a shared connection, and a dial that fails in the
+        // background does not hold back the coordinator's next call (the pool's dial backoff is
+        // per pool). Its addresses follow membership like the coordinator's pool.
+        let ae_pool = Arc::new(PeerPool::new(TcpConnector, auth.clone(), state.addresses()));
         if let Some(ae) = &anti_entropy {
             server = server.with_anti_entropy(ae.clone());
-            // Background exchanges get connections of their own: a repair's large frames never
-            // queue ahead of client requests on a shared connection, and a dial that fails in
-            // the background does not hold back the coordinator's next call (the pool's
-            // dial backoff is per pool).
-            let ae_pool = Arc::new(PeerPool::new(
-                TcpConnector,
-                auth.clone(),
-                valid.addresses.clone(),
-            ));
-            tasks.spawn(ae.clone().run_worker(ae_pool, shutdown.clone()));
+            tasks.spawn(
+                ae.clone()
+                    .run_worker(Arc::clone(&ae_pool), shutdown.clone()),
+            );
         }
+        membership.spawn(shutdown.clone());
+        tasks.spawn(membership::follow(
+            membership.clone(),
+            membership::Followers {
+                coordinator: coordinator.clone(),
+                pool: Arc::clone(&pool),
+                anti_entropy: anti_entropy.clone().map(|ae| (ae, ae_pool)),
+            },
+            membership_metrics,
+            shutdown.clone(),
+        ));
         tasks.spawn(server.run(listeners.rpc, auth, shutdown.clone()));
         let router = dynamo_http::router(coordinator.clone(), render);
         let http_shutdown = shutdown.clone();
@@ -199,10 +225,16 @@ impl RunningNode {
             actor,
             coordinator,
             anti_entropy,
+            membership,
             engine,
             shutdown,
             tasks,
         })
+    }
+
+    /// The node's membership (for in-process tests and tools).
+    pub fn membership(&self) -> &NodeMembership {
+        &self.membership
     }
 
     /// The node's coordinator (for in-process tests and tools).
@@ -226,6 +258,7 @@ impl RunningNode {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.membership.wait().await;
         self.coordinator.drain().await;
         let engine = Arc::clone(&self.engine);
         // A fenced coordinator shared versions whose local commit failed: the next start must

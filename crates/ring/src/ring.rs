@@ -142,6 +142,14 @@ impl Ring {
         Ok(Ring::assemble(q, 1, members, owners))
     }
 
+    /// A fresh ring like [`Ring::new`] but at epoch 0: the ring of a node that starts alone and
+    /// may later join an existing cluster, whose rings (epoch 1 and later) then supersede it.
+    pub fn provisional(q: u32, members: Vec<Member>, n_hint: usize) -> Result<Ring> {
+        let mut ring = Ring::new(q, members, n_hint)?;
+        ring.epoch = 0;
+        Ok(ring)
+    }
+
     /// Builds a ring from parts already known to be consistent, deriving the zone classes.
     fn assemble(q: u32, epoch: u64, members: Vec<Member>, owners: Vec<usize>) -> Ring {
         let zone_class = claim::zone_classes(&members);

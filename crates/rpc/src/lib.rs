@@ -6,8 +6,12 @@
 //! TCP_NODELAY; an HMAC challenge-response handshake ([`ClusterAuth`]) that every connection
 //! passes before a frame is read; and a reconnecting [`PeerPool`] that implements the
 //! coordinator's [`Replicas`](dynamo_coordinator::Replicas) trait and anti-entropy's
-//! [`Peers`](dynamo_anti_entropy::Peers) trait (exchange rounds, fetch and push of repairs). Deadlines travel with each call
-//! in tarpc's context, taken from the client's request timeout.
+//! [`Peers`](dynamo_anti_entropy::Peers) trait (exchange rounds, fetch and push of repairs).
+//! Deadlines travel with each call in tarpc's context, taken from the client's request
+//! timeout. Membership gossip and the
+//! operator's membership commands go by address through a [`GossipClient`], which implements
+//! the membership crate's [`GossipPeers`](dynamo_membership::GossipPeers); the server hands
+//! them to the node's [`MembershipService`](dynamo_membership::MembershipService).
 //!
 //! Streams come from a [`Connector`] and a [`Listener`], so the same node runs over real TCP
 //! ([`TcpConnector`], [`TcpListener`]) or a simulated network in tests.
@@ -17,6 +21,7 @@
 
 mod auth;
 mod error;
+mod gossip;
 mod pool;
 mod server;
 mod service;
@@ -24,7 +29,10 @@ mod transport;
 
 pub use auth::{ClusterAuth, MAGIC, MAX_CLUSTER_NAME_LEN, MIN_SECRET_LEN, PROTOCOL_VERSION};
 pub use error::{Error, Result};
+pub use gossip::GossipClient;
 pub use pool::{CONNECT_TIMEOUT, PeerPool};
-pub use server::{AddressBook, HANDSHAKE_TIMEOUT, NodeServer};
+pub use server::{
+    AddressBook, HANDSHAKE_TIMEOUT, NodeServer, decode_bucket_props, encode_bucket_props,
+};
 pub use service::{AeError, ClusterMap, Node, NodeClient};
 pub use transport::{Connector, Listener, MAX_FRAME_LEN, Stream, TcpConnector, TcpListener};

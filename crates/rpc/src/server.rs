@@ -8,6 +8,7 @@ use dynamo_coordinator::{
     BucketProps, Coordinator, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse,
     NodeStatus, PartitionSummary, PutRequest, PutResponse, ReplicaPut, Replicas, TransferStatus,
 };
+use dynamo_membership::{AdminCommand, AdminReply, GossipDigest, MembershipService};
 use dynamo_ring::{NodeId, PartitionId};
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
 use dynamo_versioning::VectorClock;
@@ -35,6 +36,7 @@ pub struct NodeServer<R> {
     coordinator: Coordinator<R>,
     book: Arc<dyn AddressBook>,
     anti_entropy: Option<AntiEntropy>,
+    membership: Option<Arc<dyn MembershipService>>,
 }
 
 impl<R> Clone for NodeServer<R> {
@@ -43,9 +45,13 @@ impl<R> Clone for NodeServer<R> {
             coordinator: self.coordinator.clone(),
             book: Arc::clone(&self.book),
             anti_entropy: self.anti_entropy.clone(),
+            membership: self.membership.clone(),
         }
     }
 }
+
+/// The error a node without membership gives to gossip and admin calls.
+const NO_MEMBERSHIP: &str = "this node runs without membership";
 
 impl<R: Replicas> NodeServer<R> {
     /// Serves `coordinator`, reporting addresses from `book`.
@@ -54,6 +60,7 @@ impl<R: Replicas> NodeServer<R> {
             coordinator,
             book,
             anti_entropy: None,
+            membership: None,
         }
     }
 
@@ -67,6 +74,13 @@ impl<R: Replicas> NodeServer<R> {
         self.anti_entropy
             .as_ref()
             .ok_or_else(|| AeError::Internal("anti-entropy is not running on this node".into()))
+    }
+
+    /// Serves gossip and the membership admin commands from `membership`; bucket properties
+    /// set through this server then travel by gossip.
+    pub fn with_membership(mut self, membership: Arc<dyn MembershipService>) -> NodeServer<R> {
+        self.membership = Some(membership);
+        self
     }
 
     /// Accepts connections from `listener` until `shutdown` fires. Each connection must pass the
@@ -166,7 +180,18 @@ impl<R: Replicas> Node for NodeServer<R> {
         bucket: Vec<u8>,
         props: BucketProps,
     ) -> Result<(), Error> {
-        self.coordinator.set_bucket_props(&bucket, props).await
+        match &self.membership {
+            // Validated and stored here first, then spread by gossip: every member applies it
+            // when the state carrying it reaches it, however long it was unreachable.
+            Some(membership) => {
+                self.coordinator
+                    .replica_set_bucket_props(&bucket, props.clone())?;
+                membership
+                    .set_bucket_props(bucket, encode_bucket_props(&props))
+                    .map_err(|e| Error::Internal(e.to_string()))
+            }
+            None => self.coordinator.set_bucket_props(&bucket, props).await,
+        }
     }
 
     async fn replica_get(
@@ -250,6 +275,8 @@ impl<R: Replicas> Node for NodeServer<R> {
 
     async fn ae_status(self, _: Context) -> Result<AeStatus, AeError> {
         Ok(self.ae()?.status())
+    }
+
     // ---- partition transfer
 
     async fn transfer_batch(
@@ -293,4 +320,46 @@ impl<R: Replicas> Node for NodeServer<R> {
     async fn set_transfer_limit(self, _: Context, limit: usize) -> Result<(), Error> {
         self.coordinator.set_transfer_limit(limit)
     }
+
+    async fn gossip_digest(
+        self,
+        _: Context,
+        digest: GossipDigest,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.on_digest(digest).map_err(|e| e.to_string())
+    }
+
+    async fn gossip_push(self, _: Context, state: Vec<u8>) -> Result<(), String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.on_push(state).map_err(|e| e.to_string())
+    }
+
+    async fn gossip_pull(self, _: Context) -> Result<Vec<u8>, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        Ok(membership.on_pull())
+    }
+
+    async fn membership_admin(
+        self,
+        _: Context,
+        command: AdminCommand,
+    ) -> Result<AdminReply, String> {
+        let membership = self.membership.ok_or(NO_MEMBERSHIP)?;
+        membership.admin(command).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Encodes bucket properties for the membership state (which carries them as opaque bytes).
+pub fn encode_bucket_props(props: &BucketProps) -> Vec<u8> {
+    // Serializing a plain struct of numbers and booleans to JSON cannot fail.
+    serde_json::to_vec(props).unwrap_or_default()
+}
+
+/// Decodes bucket properties carried by the membership state, validating them.
+pub fn decode_bucket_props(bytes: &[u8]) -> Result<BucketProps, Error> {
+    let props: BucketProps = serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidRequest(format!("gossiped bucket properties: {e}")))?;
+    props.validate()?;
+    Ok(props)
 }

@@ -15,6 +15,7 @@ use dynamo_coordinator::{
     BucketProps, DeleteRequest, DeleteResponse, Error, GetRequest, GetResponse, NodeStatus,
     PartitionSummary, PutRequest, PutResponse, ReplicaPut, TransferStatus,
 };
+use dynamo_membership::{AdminCommand, AdminReply, GossipDigest};
 use dynamo_ring::{NodeId, PartitionId, Ring};
 use dynamo_storage::{Entry, ObjectKey, VersionedObject};
 use dynamo_versioning::VectorClock;
@@ -103,6 +104,15 @@ pub trait Node {
     async fn transfer_limit() -> usize;
     /// Changes the answering node's transfer concurrency limit.
     async fn set_transfer_limit(limit: usize) -> Result<(), Error>;
+    // ---- membership
+    /// Gossip: a peer's digest; answers `None` when in sync, else this node's encoded state.
+    async fn gossip_digest(digest: GossipDigest) -> Result<Option<Vec<u8>>, String>;
+    /// Gossip: a peer's encoded state, for this node to merge.
+    async fn gossip_push(state: Vec<u8>) -> Result<(), String>;
+    /// Gossip: this node's encoded state (a joining node copies it).
+    async fn gossip_pull() -> Result<Vec<u8>, String>;
+    /// An operator's membership command (`dynamo admin ...`), run by the answering node.
+    async fn membership_admin(command: AdminCommand) -> Result<AdminReply, String>;
 }
 
 /// The anti-entropy crate's error, as it crosses the wire.
