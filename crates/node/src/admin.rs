@@ -36,6 +36,13 @@ enum AdminCmd {
     Ring(Out),
     /// Show the partition transfers of the pending change.
     Transfers(Out),
+    /// Set how many transfers the addressed node sends at once (default 2).
+    TransferLimit {
+        #[command(flatten)]
+        out: Out,
+        /// Transfers at once, at least 1.
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +112,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCmd::Members(out) => (out, AdminCommand::Members),
         AdminCmd::Ring(out) => (out, AdminCommand::Ring),
         AdminCmd::Transfers(out) => (out, AdminCommand::Transfers),
+        AdminCmd::TransferLimit { out, limit } => (out, AdminCommand::TransferLimit { limit }),
         AdminCmd::Cluster { command } => match command {
             ClusterCmd::Join { out, seed } => (out, AdminCommand::Join { seed }),
             ClusterCmd::Leave { out, node } => {
