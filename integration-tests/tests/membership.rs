@@ -84,6 +84,14 @@ async fn a_fourth_node_joins_through_plan_and_commit() -> anyhow::Result<()> {
     let seed = cluster.nodes[0].rpc_addr.to_string();
     cluster.admin(n4, &["cluster", "join", &seed]).await?;
 
+    // The joiner routes with the cluster's ring from now on (its own lone ring had epoch 0).
+    let mut at_n4 = cluster.client_config();
+    at_n4.seeds = vec![cluster.nodes[n4].rpc_addr.to_string()];
+    poll("n4 routes with the cluster's ring", || async {
+        let map = Client::connect(at_n4.clone()).await?.cluster_map();
+        Ok((map.ring.epoch() == 1 && map.ring.members().len() == 3).then_some(()))
+    })
+    .await?;
     // Every node learns of the joiner by gossip.
     for i in 0..4 {
         poll("n4 known as joining", || async {

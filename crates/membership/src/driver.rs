@@ -584,6 +584,11 @@ impl<P: GossipPeers> Membership<P> {
             AdminCommand::Members => Ok(AdminReply::Members(self.state().member_views())),
             AdminCommand::Ring => Ok(AdminReply::Ring(self.state().ring_view())),
             AdminCommand::Transfers => Ok(AdminReply::Transfers(self.state().transfers_view())),
+            AdminCommand::TransferLimit { limit } => {
+                self.set_max_transfers(limit);
+                let now = self.inner.max_transfers.load(Ordering::Relaxed);
+                done(format!("{me} now sends at most {now} transfers at once"))
+            }
         }
     }
 }

@@ -278,6 +278,11 @@ pub enum AdminCommand {
     Ring,
     /// Show the transfers.
     Transfers,
+    /// Set how many transfers the addressed node sends at once (at least 1).
+    TransferLimit {
+        /// The new limit.
+        limit: usize,
+    },
 }
 
 /// The answer to an [`AdminCommand`].

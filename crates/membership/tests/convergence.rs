@@ -115,6 +115,14 @@ async fn a_join_through_admin_commands_installs_the_plan_that_was_shown() {
         .run_admin(AdminCommand::Commit { plan: None })
         .await
         .unwrap();
+    let limit = admin
+        .run_admin(AdminCommand::TransferLimit { limit: 1 })
+        .await
+        .unwrap();
+    assert!(
+        matches!(limit, AdminReply::Done(ref m) if m.contains("at most 1")),
+        "{limit:?}"
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     // Senders run their transfers from the loop; poll rounds until the ring is installed.
     let mut installed = false;

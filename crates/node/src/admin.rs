@@ -39,6 +39,13 @@ enum AdminCmd {
     /// Anti-entropy per node and partition: when each tree was built, the last exchange with
     /// each other replica, keys repaired.
     Aae(Out),
+    /// Set how many transfers the addressed node sends at once (default 2).
+    TransferLimit {
+        #[command(flatten)]
+        out: Out,
+        /// Transfers at once, at least 1.
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +116,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCmd::Members(out) => (out, AdminCommand::Members),
         AdminCmd::Ring(out) => (out, AdminCommand::Ring),
         AdminCmd::Transfers(out) => (out, AdminCommand::Transfers),
+        AdminCmd::TransferLimit { out, limit } => (out, AdminCommand::TransferLimit { limit }),
         AdminCmd::Cluster { command } => match command {
             ClusterCmd::Join { out, seed } => (out, AdminCommand::Join { seed }),
             ClusterCmd::Leave { out, node } => {

@@ -47,6 +47,11 @@ impl StateStore for EngineStore {
 }
 
 /// The state of a cluster that does not exist yet: the static member list, or this node alone.
+///
+/// A lone node with seeds is expected to join their cluster, so its ring gets epoch 0 (see
+/// [`ClusterState::bootstrap_alone`]): the coordinator only installs newer epochs, and the
+/// cluster's ring must replace the joiner's own. A lone node without seeds founds a cluster
+/// (epoch 1), so that a node joining it later (epoch 0) takes its ring at once.
 pub fn bootstrap(
     config: &NodeConfig,
     valid: &Validated,
@@ -60,13 +65,12 @@ pub fn bootstrap(
             weight: valid.weight,
             status: Status::Valid,
         };
-        return ClusterState::bootstrap_alone(
-            config.cluster_name.clone(),
-            config.partitions,
-            n,
-            valid.me.clone(),
-            info,
-        );
+        let (cluster, me) = (config.cluster_name.clone(), valid.me.clone());
+        return if valid.seeds.is_empty() {
+            ClusterState::bootstrap(cluster, config.partitions, n, vec![(me, info)])
+        } else {
+            ClusterState::bootstrap_alone(cluster, config.partitions, n, me, info)
+        };
     }
     let members = valid
         .members
