@@ -200,9 +200,11 @@ impl<R: Replicas> Coordinator<R> {
     }
 
     /// Sends every page of the partition after `progress.after`, one acknowledged batch at a
-    /// time, persisting the cursor after each.
+    /// time. The cursor past each acknowledged batch is persisted while the next batch is in
+    /// flight (an fsync off the critical path); a crash in between resends one batch.
     async fn stream_partition(&self, job: &Job<'_>, progress: &mut Progress) -> Result<()> {
         let partition = job.partition;
+        let mut unsaved: Option<Vec<u8>> = None;
         loop {
             let from = progress.after.clone();
             let limit = job.options.batch_keys;
@@ -211,45 +213,57 @@ impl<R: Replicas> Coordinator<R> {
                 .await?;
             let exhausted = page.len() < limit;
             for (batch, bytes) in batches(page, job.options.batch_bytes) {
-                self.send_batch(job, batch, bytes, progress).await?;
+                unsaved = self
+                    .send_batch(job, batch, bytes, progress, unsaved.take())
+                    .await?;
             }
             if exhausted {
+                if let Some(cursor) = unsaved {
+                    self.store_cursor(partition, job.to, cursor).await?;
+                }
                 return Ok(());
             }
         }
     }
 
-    /// Sends one batch, waits for its acknowledgement, then persists the cursor past it.
+    /// Sends one batch while persisting `unsaved` (the cursor past the previous acknowledged
+    /// batch), waits for both, and returns the cursor past this batch, still to be persisted.
     async fn send_batch(
         &self,
         job: &Job<'_>,
         batch: Vec<Entry>,
         bytes: u64,
         progress: &mut Progress,
-    ) -> Result<()> {
+        unsaved: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
         let (partition, to) = (job.partition, job.to);
         let keys = batch.len() as u64;
         let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
-            return Ok(());
+            return Ok(unsaved);
         };
         let send = self
             .inner
             .replicas
             .transfer_batch(to, partition, batch, job.options.timeout);
-        let acked = tokio::select! {
-            biased;
-            _ = job.cancel.cancelled() => return Err(cancelled(partition, to)),
-            acked = send => acked,
+        let send = async {
+            tokio::select! {
+                biased;
+                _ = job.cancel.cancelled() => Err(cancelled(partition, to)),
+                acked = send => acked,
+            }
         };
-        self.observe_peer(to, &acked);
+        let save = async {
+            match unsaved {
+                Some(cursor) => self.store_cursor(partition, to, cursor).await,
+                None => Ok(()),
+            }
+        };
+        let (acked, saved) = tokio::join!(send, save);
+        if !matches!(acked, Err(Error::Cancelled(_))) {
+            self.observe_peer(to, &acked);
+        }
+        saved?;
         acked?;
-        let cursor = Cursor {
-            epoch: progress.epoch,
-            after: last.clone(),
-            keys: progress.keys_total + keys,
-            bytes: progress.bytes_total + bytes,
-        };
-        self.store_cursor(partition, to, cursor.encode()).await?;
         job.registration.sent(keys, bytes);
         self.inner.metrics.transfer_keys_sent.inc_by(keys);
         self.inner.metrics.transfer_bytes_sent.inc_by(bytes);
@@ -258,8 +272,14 @@ impl<R: Replicas> Coordinator<R> {
         progress.keys_sent += keys;
         progress.bytes_sent += bytes;
         progress.batches += 1;
-        progress.after = Some(last);
-        Ok(())
+        progress.after = Some(last.clone());
+        let cursor = Cursor {
+            epoch: progress.epoch,
+            after: last,
+            keys: progress.keys_total,
+            bytes: progress.bytes_total,
+        };
+        Ok(Some(cursor.encode()))
     }
 
     /// Checks, page by page, that the receiver holds every object of the partition at least as
