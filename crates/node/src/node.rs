@@ -147,6 +147,9 @@ impl RunningNode {
             options: Options::default(),
         });
 
+        // Membership decides how many transfers run at once (`dynamo admin transfer-limit`);
+        // the coordinator's own limiter must not hold them back a second time.
+        coordinator.set_transfer_limit(dynamo_coordinator::MAX_TRANSFER_LIMIT)?;
         mover.attach(coordinator.clone());
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
