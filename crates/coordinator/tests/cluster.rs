@@ -606,3 +606,34 @@ async fn pw_and_pr_require_primaries() {
     };
     assert!(!c.node(coordinator).get(pr2).await.unwrap().is_not_found());
 }
+
+#[tokio::test]
+async fn a_hint_for_a_removed_owner_reaches_the_keys_current_primaries() {
+    let c = Cluster::new(5);
+    let (primaries, fallbacks) = placement(&c, "orphan");
+    let (coordinator, down, fallback) = (primaries[0], primaries[2], fallbacks[0]);
+    c.net.down.write().insert(c.ids[down].clone());
+    // W = all: the write returns only once the fallback stored it with its hint.
+    let all = PutRequest {
+        w: Quorum::All,
+        ..put("b", "orphan", "v", Context::empty())
+    };
+    c.node(coordinator).put(all).await.unwrap();
+    assert_eq!(c.engines[fallback].hint_count().unwrap(), 1);
+
+    // The operator removes the dead owner: every coordinator routes with a ring without it.
+    let ring = c.node(0).ring().with_member_left(&c.ids[down], 3).unwrap();
+    for i in 0..c.ids.len() {
+        c.node(i).set_ring(ring.clone());
+    }
+    // The owner never comes back, yet the hint is delivered: to the key's new primaries.
+    assert_eq!(c.node(fallback).hand_off_hints().await.unwrap(), 1);
+    assert_eq!(c.engines[fallback].hint_count().unwrap(), 0);
+    let now = ring.preference_list(b"b", b"orphan", 3);
+    for id in now.primaries() {
+        let stored = c
+            .stored(c.index_of(id), "b", "orphan")
+            .unwrap_or_else(|| panic!("new primary {id} lacks the write"));
+        assert_eq!(stored.values().len(), 1);
+    }
+}
