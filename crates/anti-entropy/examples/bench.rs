@@ -1,7 +1,7 @@
 //! Anti-entropy costs. Measures and prints; asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p dynamo-anti-entropy --example bench [-- RUNS]
+//! cargo run --release -p dynamo-anti-entropy --example bench [-- RUNS [admission]]
 //! ```
 //!
 //! Files go under `$DYNAMO_BENCH_DIR` (default: the system temp dir). Figures are medians of
@@ -18,6 +18,9 @@
 //!    repair).
 //! 4. Repairing a wiped replica of 100,000 keys (redb, sync) by exchanges, beside copying the
 //!    same objects raw (scan and merge, no exchange).
+//! 5. Admission control: the p99 of a foreground writer on a node (sync puts, one thread) while
+//!    that node's worker (up to 4 jobs at once) repairs a wiped peer of 50,000 keys, with the
+//!    controller off, on (10 ms target), on with a 1 ms target, and alone (no background work).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -356,7 +359,136 @@ async fn wipe_repair(dir: &Path) -> std::result::Result<(f64, f64), BoxError> {
     Ok((repair, started.elapsed().as_secs_f64()))
 }
 
-#[tokio::main(flavor = "current_thread")]
+const ADMISSION_KEYS: usize = 50_000;
+
+/// Sync puts from one thread on `engine` until `stop`; returns each put's latency.
+fn foreground(
+    engine: Arc<dyn Engine>,
+    ring: Ring,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let k = format!("fg-{i:09}");
+        let p = ring.partition_for_key(b"fg", k.as_bytes());
+        let started = Instant::now();
+        let _ = engine.put_local(
+            &ObjectKey::new(p, "fg", k),
+            Actor::new(5, 1),
+            &Context::empty(),
+            Content::new(vec![b'f'; VALUE_LEN]),
+            1,
+        );
+        latencies.push(started.elapsed());
+        i += 1;
+    }
+    latencies
+}
+
+fn p99(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v.get(v.len() * 99 / 100)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Foreground p99 (ms) and repair time (s) with the controller `on`, or foreground alone.
+async fn admission(dir: &Path, mode: &str) -> std::result::Result<(f64, f64, usize), BoxError> {
+    let open = |name: &str| -> std::result::Result<Arc<dyn Engine>, BoxError> {
+        Ok(Arc::new(RedbEngine::open(
+            dir.join(name),
+            dynamo_storage::Options::with_durability(Durability::Sync),
+        )?))
+    };
+    let (raw_a, raw_b) = (open("a.redb")?, open("b.redb")?);
+    let (a, b) = (NodeId::new("a")?, NodeId::new("b")?);
+    let ring = Ring::new(Q, vec![Member::new(a.clone()), Member::new(b.clone())], 2)?;
+    let options = Options {
+        n: 2,
+        exchange_interval: Duration::from_millis(200),
+        confirm_delay: Duration::from_millis(50),
+        tick: Duration::from_millis(20),
+        admission_control: mode.starts_with("on"),
+        admission: dynamo_anti_entropy::AdmissionOptions {
+            max_permits: 4,
+            // "on-1ms": a target below what this load reaches, so the controller acts.
+            target_p99: if mode == "on-1ms" {
+                Duration::from_millis(1)
+            } else {
+                dynamo_anti_entropy::TARGET_P99
+            },
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let make = |me: &NodeId, raw: Arc<dyn Engine>| {
+        let trees = Trees::new();
+        let latency = Arc::new(LatencySamples::default());
+        let engine: Arc<dyn Engine> = Arc::new(TrackingEngine::new(
+            raw,
+            Arc::clone(&trees),
+            Arc::clone(&latency),
+        ));
+        let ae = AntiEntropy::new(Parts {
+            me: me.clone(),
+            ring: ring.clone(),
+            engine: Arc::clone(&engine),
+            trees,
+            latency,
+            now_ms: Arc::new(|| 0),
+            is_lww: Arc::new(|_| false),
+            seed: 3,
+            options: options.clone(),
+        });
+        (engine, ae)
+    };
+    let (engine_a, ae_a) = make(&a, raw_a);
+    let (_engine_b, ae_b) = make(&b, raw_b);
+    for chunk in (0..ADMISSION_KEYS).collect::<Vec<_>>().chunks(1000) {
+        for &i in chunk {
+            let k = format!("key-{i:09}");
+            let p = ring.partition_for_key(b"bench", k.as_bytes());
+            engine_a.put_merge_with(&ObjectKey::new(p, "bench", k), Durability::None, object(i))?;
+        }
+        engine_a.flush()?;
+    }
+    for p in (0..Q).map(PartitionId) {
+        ae_a.build(p).await?;
+        ae_b.build(p).await?;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (engine, stop, ring) = (Arc::clone(&engine_a), Arc::clone(&stop), ring.clone());
+        std::thread::spawn(move || foreground(engine, ring, stop))
+    };
+    let started = Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    if mode == "alone" {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    } else {
+        let peers = Arc::new(Local(vec![
+            (a.clone(), ae_a.clone()),
+            (b.clone(), ae_b.clone()),
+        ]));
+        let worker = tokio::spawn(ae_a.clone().run_worker(peers, token.clone()));
+        while ae_b.status().keys() < ADMISSION_KEYS as u64
+            && started.elapsed() < Duration::from_secs(300)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token.cancel();
+        worker.await?;
+    }
+    let repair = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let latencies = writer
+        .join()
+        .map_err(|_| "the foreground writer panicked")?;
+    let puts = latencies.len();
+    Ok((p99(latencies), repair, puts))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::result::Result<(), BoxError> {
     let runs: usize = std::env::args()
         .nth(1)
@@ -366,13 +498,22 @@ async fn main() -> std::result::Result<(), BoxError> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
 
+    // `-- RUNS admission` runs only the admission-control figures.
+    let only_admission = std::env::args().nth(2).as_deref() == Some("admission");
+    if !only_admission {
+        other_figures(runs, &base).await?;
+    }
+    admission_figures(runs, &base).await
+}
+
+async fn other_figures(runs: usize, base: &Path) -> std::result::Result<(), BoxError> {
     let ns = median((0..runs).map(|_| tree_maintenance()).collect());
     println!("tree maintenance per write (leaf + hash old + hash new + XOR update): {ns:.0} ns");
 
     let (mut on, mut off, mut mem_on, mut mem_off) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         for tracking in [false, true] {
-            let dir = tempfile::tempdir_in(&base)?;
+            let dir = tempfile::tempdir_in(base)?;
             let raw: Arc<dyn Engine> = Arc::new(RedbEngine::open(
                 dir.path().join("e.redb"),
                 dynamo_storage::Options::with_durability(Durability::Sync),
@@ -415,7 +556,7 @@ async fn main() -> std::result::Result<(), BoxError> {
 
     let (mut repair, mut copy) = (vec![], vec![]);
     for _ in 0..runs {
-        let dir = tempfile::tempdir_in(&base)?;
+        let dir = tempfile::tempdir_in(base)?;
         let (r, c) = wipe_repair(dir.path()).await?;
         repair.push(r);
         copy.push(c);
@@ -426,5 +567,31 @@ async fn main() -> std::result::Result<(), BoxError> {
         median(repair),
         median(copy)
     );
+    Ok(())
+}
+
+async fn admission_figures(runs: usize, base: &Path) -> std::result::Result<(), BoxError> {
+    for mode in ["alone", "off", "on", "on-1ms"] {
+        let (mut p99s, mut repairs, mut puts) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let dir = tempfile::tempdir_in(base)?;
+            let (p, r, n) = admission(dir.path(), mode).await?;
+            p99s.push(p);
+            repairs.push(r);
+            puts.push(n as f64 / r);
+        }
+        let what = match mode {
+            "alone" => "no background work".to_string(),
+            m => format!(
+                "repairing a wiped peer of {ADMISSION_KEYS} keys, admission control {m}, took {:.2} s",
+                median(repairs)
+            ),
+        };
+        println!(
+            "foreground sync puts, {what}: p99 {:.2} ms, {:.0} puts/s",
+            median(p99s),
+            median(puts)
+        );
+    }
     Ok(())
 }

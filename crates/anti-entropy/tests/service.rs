@@ -186,3 +186,52 @@ async fn divergent_replicas_converge_after_a_confirmed_exchange() {
     assert_eq!(status.keys(), 381);
     assert!(status.partitions.iter().all(|p| p.ready));
 }
+
+#[tokio::test]
+async fn trees_follow_the_ring() {
+    let ids: Vec<NodeId> = ["a", "b", "c"]
+        .iter()
+        .map(|s| NodeId::new(*s).unwrap())
+        .collect();
+    let ring = Ring::new(16, ids.iter().cloned().map(Member::new).collect(), 2).unwrap();
+    let r = replica(&ids[0], &ring);
+    let mine = ring.partitions_replicated_by(&ids[0], 2);
+    assert_eq!(
+        r.ae.tracked(),
+        mine,
+        "exactly the partitions it replicates (N = 2 of 3)"
+    );
+    assert!(mine.len() < 16, "a fallback's partitions are not tracked");
+    for p in r.ae.tracked() {
+        r.ae.build(p).await.unwrap();
+    }
+    // A key of an untracked partition (a fallback's hinted copy) is stored but changes no tree.
+    let other = (0..16)
+        .map(PartitionId)
+        .find(|p| !mine.contains(p))
+        .unwrap();
+    let before = r.ae.status();
+    r.engine
+        .put_merge(&ObjectKey::new(other, "b", "x"), {
+            let mut o = dynamo_storage::VersionedObject::new();
+            o.put(Actor::new(2, 1), &Context::empty(), Content::new("v"), 1);
+            o
+        })
+        .unwrap();
+    assert_eq!(r.ae.status(), before);
+    assert!(matches!(
+        r.ae.serve_root(other, &ids[1]),
+        Err(dynamo_anti_entropy::Error::NotTracked(_))
+    ));
+
+    // The node leaves: it replicates nothing, and every tree is dropped.
+    let without = ring.with_member_left(&ids[0], 2).unwrap();
+    r.ae.set_ring(without.clone());
+    assert!(r.ae.tracked().is_empty());
+    // Another node leaves instead: the tracked set follows the new ring, new trees unbuilt.
+    r.ae.set_ring(ring.clone());
+    let after = ring.with_member_left(&ids[2], 2).unwrap();
+    r.ae.set_ring(after.clone());
+    assert_eq!(r.ae.tracked(), after.partitions_replicated_by(&ids[0], 2));
+    assert!(r.ae.status().partitions.iter().all(|p| !p.ready));
+}

@@ -44,7 +44,7 @@ pub const SIM_WORKER_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Longest time between two anti-entropy exchanges of a pair in the simulation: several
 /// exchanges fit between the heal and the convergence deadline.
-pub const SIM_EXCHANGE_INTERVAL: Duration = Duration::from_millis(1_000);
+pub const SIM_EXCHANGE_INTERVAL: Duration = Duration::from_millis(2_000);
 
 /// The anti-entropy options of every simulated node: short simulated intervals, storage inline.
 pub fn sim_anti_entropy_options() -> dynamo_anti_entropy::Options {
@@ -54,7 +54,7 @@ pub fn sim_anti_entropy_options() -> dynamo_anti_entropy::Options {
         confirm_delay: Duration::from_millis(200),
         // A rebuild every few simulated seconds, so rebuilds run under the nemesis too.
         rebuild_interval: Duration::from_secs(4),
-        tick: Duration::from_millis(100),
+        tick: Duration::from_millis(200),
         timeout: SIM_REQUEST_TIMEOUT,
         inline_storage: true,
         ..dynamo_anti_entropy::Options::default()
