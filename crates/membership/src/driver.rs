@@ -494,10 +494,12 @@ impl<P: GossipPeers> Membership<P> {
         };
         let state = self.state();
         let epoch = state.ring().epoch();
-        if !state.converged() || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
+        let me = &self.inner.id.me;
+        if !state.may_release(me) || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
             return;
         }
-        let parts = state.partitions_to_release(&self.inner.id.me);
+        let parts = state.partitions_to_release(me);
+        let count = parts.len();
         if !parts.is_empty()
             && let Err(e) = mover.release(parts, state.ring().clone()).await
         {
@@ -505,6 +507,12 @@ impl<P: GossipPeers> Membership<P> {
             return;
         }
         self.inner.released_epoch.store(epoch, Ordering::Relaxed);
+        if state.member(me).map(|m| m.status) == Some(crate::Status::Removed) {
+            tracing::info!(
+                partitions = count,
+                "this node released every partition it replicated; it holds no data of the cluster"
+            );
+        }
     }
 
     /// Joins the cluster of the node at `seed`: adopts its state, stages this node's join and
