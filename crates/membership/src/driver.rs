@@ -189,6 +189,10 @@ struct Inner<P> {
     running: Mutex<BTreeSet<Transfer>>,
     live_progress: Mutex<HashMap<Transfer, (u64, u64)>>,
     released_epoch: AtomicU64,
+    /// Woken when a transfer ends, so the loop starts the next one at once instead of at the
+    /// next gossip tick (with the default limit of 2 and a tick per second, a change of many
+    /// small partitions would otherwise take a second per two copies).
+    transfer_ended: tokio::sync::Notify,
     tasks: TaskTracker,
 }
 
@@ -244,6 +248,7 @@ impl<P: GossipPeers> Membership<P> {
                 running: Mutex::new(BTreeSet::new()),
                 live_progress: Mutex::new(HashMap::new()),
                 released_epoch: AtomicU64::new(0),
+                transfer_ended: tokio::sync::Notify::new(),
                 tasks: TaskTracker::new(),
             }),
         })
@@ -299,6 +304,9 @@ impl<P: GossipPeers> Membership<P> {
                     _ = tick.tick() => {
                         this.gossip_round().await;
                         this.drive_once(&shutdown).await;
+                    }
+                    () = this.inner.transfer_ended.notified() => {
+                        this.drive_transfers(&shutdown);
                     }
                 }
             }
@@ -478,6 +486,10 @@ impl<P: GossipPeers> Membership<P> {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot record a synced transfer"),
                 }
+                // Only after the sync is recorded (or the loop would start this copy again), and
+                // only on success (a failed copy waits for the next tick rather than spin).
+                // notify_one keeps a permit when the loop is busy, so no end is missed.
+                self.inner.transfer_ended.notify_one();
             }
             Some(Err(e)) => {
                 tracing::warn!(partition = %transfer.partition, to = %transfer.to, error = %e, "transfer failed; will resume");
