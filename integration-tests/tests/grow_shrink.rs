@@ -29,10 +29,34 @@ use serde_json::Value;
 
 /// Keys written before the join (a debug build with fsync on every group commit writes a few
 /// hundred a second on a loaded two-core machine).
+/// `GROW_SHRINK_PRELOAD` overrides it (for measurements).
 const PRELOAD: usize = 2_000;
 
 /// Bytes of every value.
+/// `GROW_SHRINK_VALUE_BYTES` overrides it (for measurements).
 const VALUE_BYTES: usize = 256;
+
+/// `name`'s value as a number, or `default` when it is unset or not a number.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn preload_keys() -> usize {
+    setting("GROW_SHRINK_PRELOAD", PRELOAD)
+}
+
+/// Seconds of steady load before the join and again before the leave: 0 in CI;
+/// `GROW_SHRINK_STEADY_SECS` sets it for measurements of the write load around a change.
+fn steady() -> Duration {
+    Duration::from_secs(setting("GROW_SHRINK_STEADY_SECS", 0) as u64)
+}
+
+fn value_bytes() -> usize {
+    setting("GROW_SHRINK_VALUE_BYTES", VALUE_BYTES)
+}
 
 /// Requests in flight at once (preload and reads).
 const CONCURRENCY: usize = 16;
@@ -40,10 +64,6 @@ const CONCURRENCY: usize = 16;
 /// Writers of the background load: enough to keep writes flowing through every phase, few
 /// enough to leave the transfers some of the two cores.
 const LOAD_WRITERS: usize = 4;
-
-/// Copies each node sends at once (`dynamo admin transfer-limit`): more than the default 2, so
-/// the many small partitions of this test move in parallel.
-const TRANSFER_LIMIT: &str = "8";
 
 /// Most keys the background load writes, and the longest it runs: the bounds of the loop.
 const LOAD_MAX_KEYS: u64 = 200_000;
@@ -94,13 +114,16 @@ where
 
 fn value_of(key: &str) -> Vec<u8> {
     let mut v = key.as_bytes().to_vec();
-    v.resize(VALUE_BYTES, b'.');
+    v.resize(value_bytes(), b'.');
     v
 }
 
 /// The background load: unique keys `w{i}`, each recorded once the cluster acknowledged it.
 struct Load {
+    started: Instant,
     acked: Mutex<Vec<String>>,
+    /// (when it was acknowledged, since `started`; its latency) of every acknowledged write.
+    samples: Mutex<Vec<(Duration, Duration)>>,
     failed: AtomicU64,
     next: AtomicU64,
     stop: AtomicBool,
@@ -108,7 +131,7 @@ struct Load {
 
 impl Load {
     async fn run(self: Arc<Self>, client: Client) {
-        let started = Instant::now();
+        let started = self.started;
         let workers = (0..LOAD_WRITERS).map(|_| {
             let load = Arc::clone(&self);
             let client = client.clone();
@@ -121,8 +144,14 @@ impl Load {
                     let key = format!("w{i}");
                     let put =
                         client.put(BUCKET, key.as_bytes(), value_of(&key), Default::default());
+                    let sent = Instant::now();
                     match put.await {
-                        Ok(_) => load.acked.lock().push(key),
+                        Ok(_) => {
+                            load.samples
+                                .lock()
+                                .push((started.elapsed(), sent.elapsed()));
+                            load.acked.lock().push(key);
+                        }
                         Err(_) => {
                             load.failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -131,6 +160,36 @@ impl Load {
             }
         });
         futures::future::join_all(workers).await;
+    }
+
+    /// Throughput (acknowledged writes a second) and the median and 99.9th percentile latency
+    /// of the writes acknowledged between `from` and `to`.
+    fn window(&self, from: Instant, to: Instant) -> String {
+        let (from, to) = (
+            from.saturating_duration_since(self.started),
+            to.saturating_duration_since(self.started),
+        );
+        let mut latencies: Vec<Duration> = self
+            .samples
+            .lock()
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, l)| *l)
+            .collect();
+        latencies.sort();
+        let pick = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let secs = (to - from).as_secs_f64().max(f64::EPSILON);
+        format!(
+            "{:7.1} writes/s  p50 {:6.1} ms  p99.9 {:7.1} ms  ({} writes in {:.1} s)",
+            latencies.len() as f64 / secs,
+            pick(0.5),
+            pick(0.999),
+            latencies.len(),
+            secs
+        )
     }
 }
 
@@ -237,7 +296,8 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
     let mut cluster = ProcCluster::start(binary(), 3, "").await?;
     let client = Client::connect(cluster.client_config()).await?;
     let t = Instant::now();
-    futures::stream::iter(0..PRELOAD)
+    let preload_keys = preload_keys();
+    futures::stream::iter(0..preload_keys)
         .map(|k| {
             let client = client.clone();
             async move {
@@ -255,51 +315,59 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
     let preload = t.elapsed();
 
     let load = Arc::new(Load {
+        started: Instant::now(),
         acked: Mutex::new(Vec::new()),
+        samples: Mutex::new(Vec::new()),
         failed: AtomicU64::new(0),
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
     let load_task = tokio::spawn(Arc::clone(&load).run(client.clone()));
 
+    // A steady load to compare with (not a wait for a condition).
+    tokio::time::sleep(steady()).await;
+
     // Phase 1: n4 and n5 join; n2 is killed while it streams and started again.
     let t = Instant::now();
     let n4 = cluster.add_lone_node("").await?;
     let n5 = cluster.add_lone_node("").await?;
-    for i in 0..cluster.nodes.len() {
-        cluster
-            .admin(i, &["transfer-limit", TRANSFER_LIMIT])
-            .await?;
-    }
     let marks = log_marks(&cluster)?;
     let plan = join_and_commit(&cluster, &[n4, n5]).await?;
     let joined_epoch = plan["next_epoch"]
         .as_u64()
         .context("the plan's next epoch")?;
     let committed = t.elapsed();
+    let join_committed_at = Instant::now();
+    let stored_at_join = preload_keys + load.acked.lock().len();
+    let join_copies = plan["transfers"].as_u64().unwrap_or(0);
 
     let t = Instant::now();
     let sender = 1;
     let sender_id = cluster.nodes[sender].id.clone();
-    poll("n2 streams a partition", || async {
+    // Mid-change: n2 streams a copy, or some copies are synced while n2 still has some to send.
+    poll("n2 in the middle of its transfers", || async {
         let transfers = admin_json(&cluster, sender, &["transfers"]).await?;
-        let streaming = transfers["active"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|t| t["from"] == sender_id.as_str() && t["phase"] == "streaming")
-        });
-        Ok(streaming.then_some(()))
+        if transfers["pending"] == 0 {
+            bail!("the change finished before n2 could be killed: {transfers}");
+        }
+        let from_n2 = |phase: &str| {
+            transfers["active"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|t| t["from"] == sender_id.as_str() && t["phase"] == phase)
+            })
+        };
+        let synced = transfers["synced"].as_u64().unwrap_or(0);
+        Ok((from_n2("streaming") || (from_n2("waiting") && synced > 0)).then_some(()))
     })
     .await?;
     let before_kill = std::fs::read_to_string(&cluster.nodes[sender].log_path)?.len();
     let at_kill = transfers_since(&cluster, &marks)?;
     cluster.kill(sender)?;
     cluster.restart(sender).await?;
-    cluster
-        .admin(sender, &["transfer-limit", TRANSFER_LIMIT])
-        .await?;
     let everyone: Vec<usize> = (0..cluster.nodes.len()).collect();
     let ring = wait_installed(&cluster, &everyone, joined_epoch).await?;
     let installed = t.elapsed();
+    let installed_at = Instant::now();
     let joined = transfers_since(&cluster, &marks)?;
     let sender_log = std::fs::read_to_string(&cluster.nodes[sender].log_path)?;
     let after_restart = strip_ansi(&sender_log[before_kill..]);
@@ -311,6 +379,8 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
             .is_some_and(|o| o.iter().any(|n| n == "n4") && o.iter().any(|n| n == "n5")),
         "{ring}"
     );
+
+    tokio::time::sleep(steady()).await;
 
     // Phase 2: n3 leaves.
     let t = Instant::now();
@@ -324,6 +394,9 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
     let marks = log_marks(&cluster)?;
     cluster.admin(0, &["cluster", "leave", "n3"]).await?;
     let plan = commit(&cluster).await?;
+    let leave_committed_at = Instant::now();
+    let stored_at_leave = preload_keys + load.acked.lock().len();
+    let leave_copies = plan["transfers"].as_u64().unwrap_or(0);
     let left_epoch = plan["next_epoch"]
         .as_u64()
         .context("the plan's next epoch")?;
@@ -347,6 +420,7 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
         .await?;
     }
     let left = t.elapsed();
+    let removed_at = Instant::now();
     let shrunk = transfers_since(&cluster, &marks)?;
     load.stop.store(true, Ordering::Relaxed);
     load_task.await?;
@@ -365,7 +439,7 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
     // Every acknowledged write reads back with every primary answering.
     let client = Client::connect(cluster.client_config()).await?;
     let acked = load.acked.lock().clone();
-    let keys: Vec<String> = (0..PRELOAD)
+    let keys: Vec<String> = (0..preload_keys)
         .map(|k| format!("p{k}"))
         .chain(acked.iter().cloned())
         .collect();
@@ -395,21 +469,47 @@ async fn grow_from_three_to_five_and_shrink_under_load() -> anyhow::Result<()> {
     let verified = t.elapsed();
 
     println!("grow/shrink report");
-    println!("  preload            {PRELOAD} keys in {preload:?}");
+    println!(
+        "  preload            {preload_keys} keys of {} bytes in {preload:?}",
+        value_bytes()
+    );
     println!(
         "  load               {} acked, {} failed (not acknowledged)",
         acked.len(),
         load.failed.load(Ordering::Relaxed)
     );
+    println!(
+        "  writes before join  {}",
+        load.window(load.started, join_committed_at)
+    );
+    println!(
+        "  writes during join  {}",
+        load.window(join_committed_at, installed_at)
+    );
+    println!(
+        "  writes after join   {}",
+        load.window(installed_at, leave_committed_at)
+    );
+    println!(
+        "  writes during leave {}",
+        load.window(leave_committed_at, removed_at)
+    );
     println!("  join n4+n5         committed after {committed:?}, installed {installed:?} later");
     println!(
-        "    transfers        {} copies, {} keys sent (senders' logs); {} copies done when n2 was killed",
+        "    transfers        {} copies ({join_copies} planned), {} keys sent (senders' logs); {} copies done when n2 was killed",
         joined.0, joined.1, at_kill.0
+    );
+    println!(
+        "    ideal            {} keys ({stored_at_join} stored at commit x {join_copies} copies / Q {Q}); {:.1} MB/s of values over the install time",
+        stored_at_join as u64 * join_copies / u64::from(Q),
+        (joined.1 * value_bytes() as u64) as f64 / installed.as_secs_f64() / 1e6
     );
     println!("    n2 after restart {completed} copies complete, {resumed} resumed from a cursor");
     println!(
-        "  leave n3           removed after {left:?}; {} copies, {} keys sent",
-        shrunk.0, shrunk.1
+        "  leave n3           removed after {left:?}; {} copies ({leave_copies} planned), {} keys sent; ideal {} keys ({stored_at_leave} x {leave_copies} / {Q})",
+        shrunk.0,
+        shrunk.1,
+        stored_at_leave as u64 * leave_copies / u64::from(Q)
     );
     println!(
         "  n3's data file     {live} live objects, {dead} tombstones after release (redb opened after SIGTERM)"
