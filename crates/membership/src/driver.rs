@@ -471,9 +471,8 @@ impl<P: GossipPeers> Membership<P> {
     }
 
     fn finish_transfer(&self, transfer: &Transfer, outcome: Option<Result<TransferStats>>) {
-        self.inner.running.lock().remove(transfer);
         self.inner.live_progress.lock().remove(transfer);
-        match outcome {
+        match &outcome {
             Some(Ok(stats)) => {
                 let done = Progress {
                     phase: Phase::Synced,
@@ -486,15 +485,19 @@ impl<P: GossipPeers> Membership<P> {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot record a synced transfer"),
                 }
-                // Only after the sync is recorded (or the loop would start this copy again), and
-                // only on success (a failed copy waits for the next tick rather than spin).
-                // notify_one keeps a permit when the loop is busy, so no end is missed.
-                self.inner.transfer_ended.notify_one();
             }
             Some(Err(e)) => {
                 tracing::warn!(partition = %transfer.partition, to = %transfer.to, error = %e, "transfer failed; will resume");
             }
             None => {}
+        }
+        // Only once the sync is recorded: a loop that saw the copy neither running nor synced
+        // would start it again.
+        self.inner.running.lock().remove(transfer);
+        if matches!(outcome, Some(Ok(_))) {
+            // A failed copy waits for the next tick rather than spin. notify_one keeps a permit
+            // when the loop is busy, so no end is missed.
+            self.inner.transfer_ended.notify_one();
         }
     }
 
@@ -519,7 +522,9 @@ impl<P: GossipPeers> Membership<P> {
             return;
         }
         self.inner.released_epoch.store(epoch, Ordering::Relaxed);
-        if state.member(me).map(|m| m.status) == Some(crate::Status::Removed) {
+        if let Some(crate::Status::Exiting | crate::Status::Removed) =
+            state.member(me).map(|m| m.status)
+        {
             tracing::info!(
                 partitions = count,
                 "this node released every partition it replicated; it holds no data of the cluster"
