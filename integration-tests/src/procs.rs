@@ -281,6 +281,28 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// Stops node `i` gracefully with SIGTERM (it finishes in-flight writes and flushes storage)
+    /// and waits until it exits, killing it if it has not after [`READY_TIMEOUT`].
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        self.signal(i, "TERM")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let node = self.node_mut(i)?;
+        let id = node.id.clone();
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("{id} is not running"))?;
+        while child.try_wait()?.is_none() {
+            if Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("{id} did not stop within {READY_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        Ok(())
+    }
+
     /// Starts node `i` again with the same configuration and data directory, and waits until it
     /// answers `GET /ping`.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {

@@ -189,6 +189,10 @@ struct Inner<P> {
     running: Mutex<BTreeSet<Transfer>>,
     live_progress: Mutex<HashMap<Transfer, (u64, u64)>>,
     released_epoch: AtomicU64,
+    /// Woken when a transfer ends, so the loop starts the next one at once instead of at the
+    /// next gossip tick (with the default limit of 2 and a tick per second, a change of many
+    /// small partitions would otherwise take a second per two copies).
+    transfer_ended: tokio::sync::Notify,
     tasks: TaskTracker,
 }
 
@@ -244,6 +248,7 @@ impl<P: GossipPeers> Membership<P> {
                 running: Mutex::new(BTreeSet::new()),
                 live_progress: Mutex::new(HashMap::new()),
                 released_epoch: AtomicU64::new(0),
+                transfer_ended: tokio::sync::Notify::new(),
                 tasks: TaskTracker::new(),
             }),
         })
@@ -299,6 +304,9 @@ impl<P: GossipPeers> Membership<P> {
                     _ = tick.tick() => {
                         this.gossip_round().await;
                         this.drive_once(&shutdown).await;
+                    }
+                    () = this.inner.transfer_ended.notified() => {
+                        this.drive_transfers(&shutdown);
                     }
                 }
             }
@@ -463,9 +471,8 @@ impl<P: GossipPeers> Membership<P> {
     }
 
     fn finish_transfer(&self, transfer: &Transfer, outcome: Option<Result<TransferStats>>) {
-        self.inner.running.lock().remove(transfer);
         self.inner.live_progress.lock().remove(transfer);
-        match outcome {
+        match &outcome {
             Some(Ok(stats)) => {
                 let done = Progress {
                     phase: Phase::Synced,
@@ -484,6 +491,14 @@ impl<P: GossipPeers> Membership<P> {
             }
             None => {}
         }
+        // Only once the sync is recorded: a loop that saw the copy neither running nor synced
+        // would start it again.
+        self.inner.running.lock().remove(transfer);
+        if matches!(outcome, Some(Ok(_))) {
+            // A failed copy waits for the next tick rather than spin. notify_one keeps a permit
+            // when the loop is busy, so no end is missed.
+            self.inner.transfer_ended.notify_one();
+        }
     }
 
     /// Drops partitions this node no longer replicates, once every member has seen the ring
@@ -494,10 +509,12 @@ impl<P: GossipPeers> Membership<P> {
         };
         let state = self.state();
         let epoch = state.ring().epoch();
-        if !state.converged() || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
+        let me = &self.inner.id.me;
+        if !state.may_release(me) || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
             return;
         }
-        let parts = state.partitions_to_release(&self.inner.id.me);
+        let parts = state.partitions_to_release(me);
+        let count = parts.len();
         if !parts.is_empty()
             && let Err(e) = mover.release(parts, state.ring().clone()).await
         {
@@ -505,6 +522,14 @@ impl<P: GossipPeers> Membership<P> {
             return;
         }
         self.inner.released_epoch.store(epoch, Ordering::Relaxed);
+        if let Some(crate::Status::Exiting | crate::Status::Removed) =
+            state.member(me).map(|m| m.status)
+        {
+            tracing::info!(
+                partitions = count,
+                "this node released every partition it replicated; it holds no data of the cluster"
+            );
+        }
     }
 
     /// Joins the cluster of the node at `seed`: adopts its state, stages this node's join and

@@ -581,6 +581,16 @@ impl ClusterState {
             .collect()
     }
 
+    /// Whether `me` may drop what [`ClusterState::partitions_to_release`] names: once every
+    /// member has seen the ring in force (converged), or once `me` is removed. The claimant
+    /// removes an exiting member only when every member has seen it exit, that is, has seen
+    /// the ring without it; a removed node no longer counts towards convergence and may never
+    /// see a converged state again (the others change on without it), so waiting for one would
+    /// keep its data forever.
+    pub fn may_release(&self, me: &NodeId) -> bool {
+        self.converged() || self.status_of(me) == Some(Status::Removed)
+    }
+
     /// Transfers of the pending change that `me` must send and that are not synced yet.
     pub fn transfers_to_send(&self, me: &NodeId) -> Vec<(Transfer, Progress)> {
         self.ring

@@ -59,6 +59,29 @@ fn a_leaver_hands_off_then_exits_and_is_removed() {
     assert!(!leaver.partitions_to_release(&id(2)).is_empty());
 }
 
+/// A removed leaver drops its data even when it never sees a converged state again: here node
+/// 1 changes the state after the removal and the leaver hears of it before nodes 0 and 3 do
+/// (found on real processes: a leaver stopped soon after its removal had released nothing).
+#[test]
+fn a_removed_leaver_releases_without_waiting_for_convergence() {
+    let mut sim = Sim::new(4, 0);
+    sim.apply(&Op::Leave(0, 2));
+    sim.drain();
+    sim.apply(&Op::Commit(0));
+    sim.drain();
+    assert_eq!(status(&sim, 2), Status::Removed);
+    sim.apply(&Op::Props(1, 2));
+    sim.gossip(2, 1);
+    let leaver = &sim.nodes[2].state;
+    assert!(!leaver.converged());
+    assert!(leaver.may_release(&id(2)));
+    assert!(!leaver.partitions_to_release(&id(2)).is_empty());
+    // A member still in the ring waits for convergence.
+    let member = &sim.nodes[1].state;
+    assert!(!member.converged());
+    assert!(!member.may_release(&id(1)));
+}
+
 #[test]
 fn a_dead_node_is_removed_by_an_operator_and_rebuilt_from_the_others() {
     let mut sim = Sim::new(4, 1);

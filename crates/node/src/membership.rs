@@ -223,7 +223,7 @@ pub async fn follow<P: GossipPeers, C: Connector>(
                     "this node left the ring; it is removed once every member has seen that"
                 ),
                 Some(Status::Removed) => tracing::info!(
-                    "this node is no longer a member of the cluster; it can be stopped"
+                    "this node is no longer a member of the cluster; it can be stopped once it released every partition it replicated"
                 ),
                 Some(s) => tracing::info!(status = s.as_str(), "membership status"),
                 None => {}
