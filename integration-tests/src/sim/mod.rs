@@ -33,6 +33,7 @@ pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod kv679;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod rng;
