@@ -29,6 +29,7 @@
 //! are `biased`. `the_same_seed_replays_the_same_history` in `tests/simulation.rs` checks it.
 
 pub mod checker;
+pub mod churn;
 pub mod clock;
 pub mod cluster;
 pub mod control;
