@@ -9,6 +9,11 @@
 //! idempotent merges). Once a hint is delivered, a fallback that does not replicate the key itself
 //! drops its own copy, unless a newer write reached it meanwhile or it replicates the key in the
 //! current or the next ring.
+//!
+//! A hint whose owner no longer replicates the key (the ring changed while the hint waited: the
+//! owner left, was removed or handed the partition on) goes to the key's current primaries
+//! instead: the old owner has dropped, or will drop, the partition, and a write delivered there
+//! would be a stray copy the new owners never see.
 
 use dynamo_ring::NodeId;
 use dynamo_storage::{Hint, VersionedObject};
@@ -79,6 +84,27 @@ impl<R: Replicas> Coordinator<R> {
             .filter(|id| *id != self.inner.me && self.inner.health.is_up(id))
             .collect();
         let mut delivered = 0;
+        // Hints for nodes that are in neither ring any more: redirected to the key's primaries.
+        let departed: Vec<Hint> = self
+            .blocking(move |engine| engine.hints(None, None, batch))
+            .await?
+            .into_iter()
+            .filter(|h| {
+                h.owner != self.inner.me
+                    && self.ring().member(&h.owner).is_none()
+                    && !next.as_ref().is_some_and(|r| r.member(&h.owner).is_some())
+            })
+            .collect();
+        for hint in departed {
+            match self.deliver(&hint).await {
+                Ok(true) => delivered += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(owner = %hint.owner, error = %e, "hint not redirected; will retry");
+                    break;
+                }
+            }
+        }
         for owner in owners {
             let for_owner = owner.clone();
             let hints = self
@@ -117,11 +143,13 @@ impl<R: Replicas> Coordinator<R> {
             ..ReplicaPut::new(hint.key.clone(), object, lww)
         };
         let timeout = self.inner.options.default_timeout;
-        let result = self.inner.replicas.put(&hint.owner, put, timeout).await;
-        self.observe_peer(&hint.owner, &result);
-        if !result? {
-            tracing::warn!(owner = %hint.owner, "owner did not store the hint durably; keeping it");
-            return Ok(false);
+        for target in self.hint_targets(hint, usize::from(props.n_val)) {
+            let result = self.inner.replicas.put(&target, put.clone(), timeout).await;
+            self.observe_peer(&target, &result);
+            if !result? {
+                tracing::warn!(owner = %target, "owner did not store the hint durably; keeping it");
+                return Ok(false);
+            }
         }
         let id = hint.id;
         self.blocking(move |engine| engine.remove_hint(id)).await?;
@@ -140,5 +168,25 @@ impl<R: Replicas> Coordinator<R> {
                 .await?;
         }
         Ok(true)
+    }
+
+    /// Where a hint goes: its owner while the owner replicates the key in the current or the
+    /// next ring, else every current primary of the key but this node.
+    fn hint_targets(&self, hint: &Hint, n: usize) -> Vec<NodeId> {
+        let ring = self.ring();
+        let list = ring.preference_list_for_partition(hint.key.partition, n);
+        let still_owner = list.is_primary(&hint.owner)
+            || self.next_ring().is_some_and(|r| {
+                r.preference_list_for_partition(hint.key.partition, n)
+                    .is_primary(&hint.owner)
+            });
+        if still_owner {
+            return vec![hint.owner.clone()];
+        }
+        list.primaries()
+            .iter()
+            .filter(|id| **id != self.inner.me)
+            .cloned()
+            .collect()
     }
 }
