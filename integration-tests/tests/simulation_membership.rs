@@ -6,7 +6,8 @@
 //! Environment:
 //! * `CHURN_SEEDS` — how many seeds `churn_seeds` runs (default 50), from `CHURN_SEED_START`
 //!   (default 0);
-//! * `CHURN_SEED` — run only this seed (what a failure prints).
+//! * `CHURN_SEED` — run only this seed (what a failure prints);
+//! * `CHURN_HISTORY` — print a failing seed's whole history.
 //!
 //! Thousands of seeds, in release mode:
 //! `CHURN_SEEDS=5000 cargo test --release -p dynamo-integration-tests --test simulation_membership -- churn_seeds --nocapture`
@@ -40,6 +41,11 @@ fn churn_seeds() {
                 acked += report.sets.acknowledged + report.puts.acknowledged;
                 let problems = report.problems();
                 if !problems.is_empty() {
+                    if std::env::var_os("CHURN_HISTORY").is_some() {
+                        for line in &report.history {
+                            println!("    {line}");
+                        }
+                    }
                     println!("  faults: {}", report.schedule.describe());
                     for p in &problems {
                         println!("  PROBLEM: {p}");

@@ -168,6 +168,8 @@ pub struct ChurnReport {
     pub wall_time: Duration,
     /// Digest of the history: the same seed gives the same digest.
     pub digest: u64,
+    /// The history, one line per client operation, fault, operator step and final read.
+    pub history: Vec<String>,
 }
 
 impl ChurnReport {
@@ -313,6 +315,7 @@ pub fn run_churn(config: &ChurnConfig) -> Result<ChurnReport> {
         sim_time,
         wall_time: started.elapsed(),
         digest: recorder.digest(),
+        history: recorder.lines(),
     })
 }
 

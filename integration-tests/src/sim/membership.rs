@@ -197,11 +197,23 @@ pub fn stored_state(node: &SimNode) -> Option<ClusterState> {
     ClusterState::decode(&bytes).ok()
 }
 
-/// Objects (tombstones included) on `node`'s disk in partition `p`.
-pub fn objects_in(node: &SimNode, p: PartitionId) -> usize {
+/// Keys (`bucket/key`, tombstones included) on `node`'s disk in partition `p`.
+pub fn objects_in(node: &SimNode, p: PartitionId) -> Vec<String> {
     node.engine()
         .scan_partition(p, None, usize::MAX)
-        .map_or(0, |v| v.len())
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|(k, _)| {
+                    format!(
+                        "{}/{}",
+                        String::from_utf8_lossy(&k.bucket),
+                        String::from_utf8_lossy(&k.key)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs an operator command at `node` (over simulated TCP; call it inside a turmoil host).

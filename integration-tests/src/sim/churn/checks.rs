@@ -111,7 +111,7 @@ impl Operator {
     }
 
     /// Objects every node holds in partitions it does not replicate under the final ring.
-    fn strays(&self) -> Vec<(String, PartitionId, usize)> {
+    fn strays(&self) -> Vec<(String, PartitionId, Vec<String>)> {
         let Some(ring) = final_ring(&self.states()) else {
             return Vec::new();
         };
@@ -125,9 +125,9 @@ impl Operator {
                 if mine.contains(&p) {
                     continue;
                 }
-                let count = objects_in(node, p);
-                if count > 0 {
-                    out.push((node.name().to_string(), p, count));
+                let keys = objects_in(node, p);
+                if !keys.is_empty() {
+                    out.push((node.name().to_string(), p, keys));
                 }
             }
         }
@@ -153,7 +153,7 @@ impl Operator {
             }
             if now() >= deadline {
                 self.problem(format!(
-                    "old owners still hold copies (node, partition, objects): {strays:?}"
+                    "old owners still hold copies (node, partition, keys): {strays:?}"
                 ));
                 break;
             }
