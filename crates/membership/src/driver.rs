@@ -497,7 +497,7 @@ impl<P: GossipPeers> Membership<P> {
         if !state.converged() || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
             return;
         }
-        let parts = state.partitions_to_release(&self.inner.id.me);
+        let parts = state.partitions_not_replicated(&self.inner.id.me);
         if !parts.is_empty()
             && let Err(e) = mover.release(parts, state.ring().clone()).await
         {
