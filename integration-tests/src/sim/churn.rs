@@ -47,11 +47,14 @@ pub const DELS_BUCKET: &str = "dels";
 const DEL_KEYS: usize = 8;
 
 /// How long one operator step (a commit accepted, a ring installed) may take, simulated.
-const STEP_DEADLINE: Duration = Duration::from_secs(60);
+const STEP_DEADLINE: Duration = Duration::from_secs(45);
 /// How long after the last change every member may take to settle, and old owners to drop.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 /// The operator's polling interval (simulated; it reads the disks, no request).
 const POLL: Duration = Duration::from_millis(20);
+/// How long nothing may be pending or committed after a commit before the operator commits
+/// again.
+const COMMIT_DROPPED_AFTER: Duration = Duration::from_secs(2);
 /// How long the operator's crashes and partitions last.
 const FAULT_FOR: Duration = Duration::from_millis(1_500);
 /// Simulated time the settle phase leaves handoff and probes before the checks.
@@ -484,7 +487,7 @@ impl Operator {
 
     /// Plans and commits (retried until accepted), strikes, waits until the ring is installed.
     async fn change(&self, strike: Strike, leaver: Option<&str>, deletes: bool) {
-        let Some(epoch) = self.commit(leaver).await else {
+        let Some(mut epoch) = self.commit(leaver).await else {
             return;
         };
         self.strike(strike, leaver).await;
@@ -492,13 +495,30 @@ impl Operator {
             self.delete_dels().await;
         }
         let deadline = now() + STEP_DEADLINE;
+        let mut idle_since = now();
         while now() < deadline {
-            if self
-                .latest()
+            let latest = self.latest();
+            if latest
+                .as_ref()
                 .is_some_and(|s| s.ring().epoch() >= epoch && s.pending().is_none())
             {
                 self.log(format!("ring epoch {epoch} installed"));
                 return;
+            }
+            // The claimant drops a commit whose staged changes moved on since (documented:
+            // the operator must look again): nothing pending, nothing committed, for a while.
+            let dropped = latest.as_ref().is_some_and(|s| {
+                s.pending().is_none() && s.staged().committed().is_none() && s.converged()
+            });
+            if !dropped {
+                idle_since = now();
+            } else if now().saturating_sub(idle_since) >= COMMIT_DROPPED_AFTER {
+                self.log("the claimant dropped the commit; planning again".into());
+                match self.commit(leaver).await {
+                    Some(e) => epoch = e,
+                    None => return,
+                }
+                idle_since = now();
             }
             tokio::time::sleep(POLL).await;
         }

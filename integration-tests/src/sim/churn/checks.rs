@@ -152,8 +152,24 @@ impl Operator {
                 break;
             }
             if now() >= deadline {
+                let holders: BTreeSet<&String> = strays.iter().map(|(n, _, _)| n).collect();
+                let views: Vec<String> = holders
+                    .into_iter()
+                    .filter_map(|n| {
+                        let s = stored_state(self.cluster.node(n).ok()?)?;
+                        let me = s.member(&NodeId::new(n.as_str()).ok()?)?.status;
+                        Some(format!(
+                            "{n}: epoch {} converged {} status {} not seen by {:?}",
+                            s.ring().epoch(),
+                            s.converged(),
+                            me.as_str(),
+                            s.not_seen_by()
+                        ))
+                    })
+                    .collect();
                 self.problem(format!(
-                    "old owners still hold copies (node, partition, keys): {strays:?}"
+                    "old owners still hold copies (node, partition, keys): {strays:?}; their \
+                     membership: {views:?}"
                 ));
                 break;
             }
