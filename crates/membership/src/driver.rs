@@ -541,8 +541,20 @@ impl<P: GossipPeers> Membership<P> {
                 done(format!("staged: {node} leaves"))
             }
             AdminCommand::Remove { node } => {
-                self.update(|s| s.stage(Change::Remove { node: node.clone() }))?;
-                done(format!("staged: {node} is removed"))
+                let during = self.update(|s| {
+                    let during = s.pending().is_some();
+                    s.stage(Change::Remove { node: node.clone() })?;
+                    Ok(during)
+                })?;
+                if during {
+                    // `stage` only marks the node down while a change is under way.
+                    done(format!(
+                        "{node} is marked down (an ownership change is in progress); stage its \
+                         removal again once the change finished"
+                    ))
+                } else {
+                    done(format!("staged: {node} is removed"))
+                }
             }
             AdminCommand::Replace { old, new } => {
                 self.update(|s| {
