@@ -469,9 +469,15 @@ impl Operator {
 
     /// Stages `command` at an entry node (retried while the node cannot be reached).
     async fn stage(&self, command: AdminCommand, about: &str) {
-        for turn in 0..20 {
+        for turn in 0..100 {
             let at = self.pick(turn, Some(about));
+            // A node that has not seen the last change finish refuses, or for a removal only
+            // marks the node down (which lets a crashed claimant's change finish): try again.
             match admin(&self.cluster, &at, command.clone()).await {
+                Ok(AdminReply::Done(text)) if text.contains("marked down") => {
+                    self.log(format!("stage {command:?} at {at}: {text}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Ok(_) => {
                     self.log(format!("staged {command:?} at {at}"));
                     return;
@@ -533,8 +539,11 @@ impl Operator {
         while now() < deadline {
             turn += 1;
             let at = self.pick(turn, avoid);
-            if let Ok(AdminReply::Plan(plan)) = admin(&self.cluster, &at, AdminCommand::Plan).await
-            {
+            let shown = admin(&self.cluster, &at, AdminCommand::Plan).await;
+            if let Err(e) = &shown {
+                self.log(format!("plan at {at}: {e}"));
+            }
+            if let Ok(AdminReply::Plan(plan)) = shown {
                 match admin(&self.cluster, &at, AdminCommand::Commit { plan: None }).await {
                     Ok(_) => {
                         self.log(format!("committed at {at}: epoch {}", plan.next_epoch));
