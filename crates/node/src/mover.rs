@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dynamo_coordinator::{Coordinator, Replicas, TransferOptions};
+use dynamo_coordinator::{Coordinator, Replicas, TRANSFER_TIMEOUT, TransferOptions};
 use dynamo_membership::{Error, PartitionMover, ProgressReport, Result, TransferStats};
 use dynamo_ring::{PartitionId, Ring, Transfer};
 use dynamo_rpc::{PeerPool, TcpConnector};
@@ -22,12 +22,14 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// coordinator's replica transport (the simulation runs it over simulated TCP).
 pub struct CoordinatorMover<R = PeerPool<TcpConnector>> {
     coordinator: OnceLock<Coordinator<R>>,
+    timeout: Duration,
 }
 
 impl<R> Default for CoordinatorMover<R> {
     fn default() -> Self {
         CoordinatorMover {
             coordinator: OnceLock::new(),
+            timeout: TRANSFER_TIMEOUT,
         }
     }
 }
@@ -36,6 +38,14 @@ impl<R: Replicas> CoordinatorMover<R> {
     /// A mover whose coordinator is set later with [`CoordinatorMover::attach`].
     pub fn new() -> Arc<CoordinatorMover<R>> {
         Arc::new(CoordinatorMover::default())
+    }
+
+    /// A mover whose transfer requests time out after `timeout` (the simulation's are short).
+    pub fn with_timeout(timeout: Duration) -> Arc<CoordinatorMover<R>> {
+        Arc::new(CoordinatorMover {
+            timeout,
+            ..CoordinatorMover::default()
+        })
     }
 
     /// Gives the mover the node's coordinator (once; later calls are ignored).
@@ -59,6 +69,7 @@ impl<R: Replicas> PartitionMover for CoordinatorMover<R> {
         report: ProgressReport,
     ) -> BoxFuture<'static, Result<TransferStats>> {
         let coordinator = self.coordinator();
+        let timeout = self.timeout;
         Box::pin(async move {
             let coordinator = coordinator?;
             // Dual writes must reach the next owner before the stream starts (the follower
@@ -68,6 +79,7 @@ impl<R: Replicas> PartitionMover for CoordinatorMover<R> {
                 .map_err(|e| Error::Transfer(e.to_string()))?;
             let options = TransferOptions {
                 epoch: Some(next.epoch()),
+                timeout,
                 ..TransferOptions::default()
             };
             let run =

@@ -58,7 +58,7 @@ const COMMIT_DROPPED_AFTER: Duration = Duration::from_secs(2);
 /// How long the operator's crashes and partitions last.
 const FAULT_FOR: Duration = Duration::from_millis(1_500);
 /// Simulated time the settle phase leaves handoff and probes before the checks.
-const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// What the operator strikes with during a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl ChurnConfig {
             set_clients: rng.between(2, 3),
             put_clients: 1,
             set_keys: rng.between(2, 4),
-            heal_at: Duration::from_millis(rng.between(5_000, 8_000)),
+            heal_at: Duration::from_millis(rng.between(3_500, 5_500)),
             join_seed: founder(&mut rng),
             join_strike,
             departure,

@@ -34,6 +34,11 @@ use super::{Error, Result};
 /// member within about a simulated second.
 pub const SIM_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long one transfer request (a batch, a verification page, the final sync) may take in
+/// the simulation: a receiver that crashed or was cut off is noticed within a few seconds, not
+/// the real node's 30.
+pub const SIM_TRANSFER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a simulated node skips a peer it failed to reach.
 pub const SIM_PEER_BACKOFF: Duration = Duration::from_millis(1_000);
 
@@ -131,7 +136,7 @@ pub fn open(
         rng_seed: setup.seed ^ node.id.actor_id() ^ u64::from(epoch).rotate_left(32),
         ..Options::default()
     };
-    let mover = SimMover::new();
+    let mover = SimMover::with_timeout(SIM_TRANSFER_TIMEOUT);
     let store: Arc<dyn StateStore> = Arc::new(EngineStore(engine));
     let membership = Membership::open(
         Identity {
