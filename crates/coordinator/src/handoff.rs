@@ -92,7 +92,7 @@ impl<R: Replicas> Coordinator<R> {
             .filter(|h| {
                 h.owner != self.inner.me
                     && self.ring().member(&h.owner).is_none()
-                    && !next.as_ref().is_some_and(|r| r.member(&h.owner).is_some())
+                    && next.as_ref().is_none_or(|r| r.member(&h.owner).is_none())
             })
             .collect();
         for hint in departed {

@@ -566,9 +566,7 @@ impl Operator {
         let deadline = now() + STEP_DEADLINE;
         while now() < deadline {
             if let Some(state) = self.latest() {
-                let Some(pending) = state.pending() else {
-                    return None;
-                };
+                let pending = state.pending()?;
                 if let Some(t) = pending
                     .transfers
                     .iter()
