@@ -674,16 +674,12 @@ fn is_member(status: Status) -> bool {
     status == Status::Valid
 }
 
-/// A request quorum of every replica.
-fn all() -> Quorum {
-    Quorum::All
-}
-
-/// Helpers shared by the operator's writes and reads of [`DELS_BUCKET`].
+/// The `i`th key of [`DELS_BUCKET`].
 fn dels_key(i: usize) -> String {
     format!("d{i}")
 }
 
+/// A write of `key` in [`DELS_BUCKET`] (value: the key's name).
 fn put(key: &str) -> PutRequest {
     PutRequest::new(
         DELS_BUCKET,
@@ -693,13 +689,15 @@ fn put(key: &str) -> PutRequest {
     )
 }
 
+/// A delete of `key` in [`DELS_BUCKET`] (reads first).
 fn delete(key: &str) -> DeleteRequest {
     DeleteRequest::new(DELS_BUCKET, key, None)
 }
 
+/// A read of `key` in [`DELS_BUCKET`] from every replica.
 fn read(key: &str) -> GetRequest {
     GetRequest {
-        r: all(),
+        r: Quorum::All,
         ..GetRequest::new(DELS_BUCKET, key)
     }
 }
@@ -709,7 +707,7 @@ fn client_timeout() -> Duration {
     CLIENT_TIMEOUT
 }
 
-/// Nodes that must hold nothing of partitions they do not replicate under `ring`.
+/// Replicas per key (N) of every bucket in a churn run.
 fn n() -> usize {
     usize::from(SIM_N)
 }
@@ -741,7 +739,8 @@ fn bucket_checks(set_keys: u64) -> Vec<BucketCheck> {
     ]
 }
 
-/// Used by the checks module.
+/// Waits until every key's primaries under the final ring hold the same siblings and every
+/// acknowledged element (no reads), then leaves handoff and probes a moment.
 async fn converge_stores(op: &Operator) {
     let started = now();
     stores_converge(
@@ -755,7 +754,7 @@ async fn converge_stores(op: &Operator) {
     tokio::time::sleep(SETTLE).await;
 }
 
-/// Used by the checks module.
+/// The final R = N reads of every key and the replicas' read convergence.
 async fn final_reads(op: &Operator, setup: ClientSetup) {
     let set_keys: BTreeSet<String> = (0..op.config.set_keys).map(|k| format!("s{k}")).collect();
     let buckets = vec![
