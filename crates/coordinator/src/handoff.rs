@@ -10,14 +10,12 @@
 //! drops its own copy, unless a newer write reached it meanwhile or it replicates the key in the
 //! current or the next ring.
 //!
-//! Membership changes while hints wait: a hint whose owner no longer replicates the key (it left,
-//! was removed, or the partition moved away from it) is delivered to the key's current primaries
-//! instead, every one of them durably, so the write reaches whoever replicates it now and the
-//! hint does not wait forever for a node that will never own the key again.
+//! A hint whose owner no longer replicates the key (the ring changed while the hint waited: the
+//! owner left, was removed or handed the partition on) goes to the key's current primaries
+//! instead: the old owner has dropped, or will drop, the partition, and a write delivered there
+//! would be a stray copy the new owners never see.
 
-use std::collections::BTreeSet;
-
-use dynamo_ring::{NodeId, Ring};
+use dynamo_ring::NodeId;
 use dynamo_storage::{Hint, VersionedObject};
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +23,6 @@ use crate::api::ReplicaPut;
 use crate::coordinator::Coordinator;
 use crate::error::Result;
 use crate::replicas::Replicas;
-
-/// Pages of the hint table one handoff pass reads looking for hints of departed owners.
-const ORPHAN_PAGES: usize = 4;
 
 impl<R: Replicas> Coordinator<R> {
     /// Starts the probe and handoff workers; they stop when `shutdown` is cancelled.
@@ -80,7 +75,7 @@ impl<R: Replicas> Coordinator<R> {
         // Members of the next ring too: a joining node receives hints for the writes it missed
         // as a next owner before it is a member of the current ring.
         let next = self.next_ring();
-        let owners: BTreeSet<NodeId> = self
+        let owners: std::collections::BTreeSet<NodeId> = self
             .ring()
             .members()
             .iter()
@@ -88,14 +83,28 @@ impl<R: Replicas> Coordinator<R> {
             .map(|m| m.id.clone())
             .filter(|id| *id != self.inner.me && self.inner.health.is_up(id))
             .collect();
-        let members: BTreeSet<NodeId> = self
-            .ring()
-            .members()
-            .iter()
-            .chain(next.iter().flat_map(|r| r.members()))
-            .map(|m| m.id.clone())
+        let mut delivered = 0;
+        // Hints for nodes that are in neither ring any more: redirected to the key's primaries.
+        let departed: Vec<Hint> = self
+            .blocking(move |engine| engine.hints(None, None, batch))
+            .await?
+            .into_iter()
+            .filter(|h| {
+                h.owner != self.inner.me
+                    && self.ring().member(&h.owner).is_none()
+                    && next.as_ref().is_none_or(|r| r.member(&h.owner).is_none())
+            })
             .collect();
-        let mut delivered = self.hand_off_orphans(&members, batch).await?;
+        for hint in departed {
+            match self.deliver(&hint).await {
+                Ok(true) => delivered += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(owner = %hint.owner, error = %e, "hint not redirected; will retry");
+                    break;
+                }
+            }
+        }
         for owner in owners {
             let for_owner = owner.clone();
             let hints = self
@@ -134,12 +143,11 @@ impl<R: Replicas> Coordinator<R> {
             ..ReplicaPut::new(hint.key.clone(), object, lww)
         };
         let timeout = self.inner.options.default_timeout;
-        let destinations = self.hint_destinations(hint, usize::from(props.n_val));
-        for to in &destinations {
-            let result = self.inner.replicas.put(to, put.clone(), timeout).await;
-            self.observe_peer(to, &result);
+        for target in self.hint_targets(hint, usize::from(props.n_val)) {
+            let result = self.inner.replicas.put(&target, put.clone(), timeout).await;
+            self.observe_peer(&target, &result);
             if !result? {
-                tracing::warn!(owner = %to, "owner did not store the hint durably; keeping it");
+                tracing::warn!(owner = %target, "owner did not store the hint durably; keeping it");
                 return Ok(false);
             }
         }
@@ -162,62 +170,23 @@ impl<R: Replicas> Coordinator<R> {
         Ok(true)
     }
 
-    /// Where `hint` must go: its owner while the owner replicates the key under the current or
-    /// the next ring; otherwise the key's current primaries other than this node (a node that
-    /// replicates the key already holds the fallback's copy in its own store).
-    fn hint_destinations(&self, hint: &Hint, n: usize) -> Vec<NodeId> {
+    /// Where a hint goes: its owner while the owner replicates the key in the current or the
+    /// next ring, else every current primary of the key but this node.
+    fn hint_targets(&self, hint: &Hint, n: usize) -> Vec<NodeId> {
         let ring = self.ring();
-        let replicates = |r: &Ring| {
-            r.preference_list_for_partition(hint.key.partition, n)
-                .is_primary(&hint.owner)
-        };
-        if replicates(&ring) || self.next_ring().is_some_and(|r| replicates(&r)) {
+        let list = ring.preference_list_for_partition(hint.key.partition, n);
+        let still_owner = list.is_primary(&hint.owner)
+            || self.next_ring().is_some_and(|r| {
+                r.preference_list_for_partition(hint.key.partition, n)
+                    .is_primary(&hint.owner)
+            });
+        if still_owner {
             return vec![hint.owner.clone()];
         }
-        ring.preference_list_for_partition(hint.key.partition, n)
-            .primaries()
+        list.primaries()
             .iter()
             .filter(|id| **id != self.inner.me)
             .cloned()
             .collect()
-    }
-
-    /// Delivers hints whose owner is a member of neither the current nor the next ring (it
-    /// left or was removed) to the keys' current primaries. Looks at most [`ORPHAN_PAGES`]
-    /// pages of the hint table per pass, so a large backlog for live owners costs a bounded
-    /// scan. Returns how many were delivered.
-    async fn hand_off_orphans(&self, members: &BTreeSet<NodeId>, batch: usize) -> Result<usize> {
-        let mut delivered = 0;
-        let mut after = None;
-        for _ in 0..ORPHAN_PAGES {
-            let page = self
-                .blocking(move |engine| engine.hints(None, after, batch))
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            let full = page.len() >= batch;
-            for hint in page.iter().filter(|h| !members.contains(&h.owner)) {
-                let n = usize::from(self.bucket_props(&hint.key.bucket).n_val);
-                let ready = self
-                    .hint_destinations(hint, n)
-                    .iter()
-                    .all(|to| self.inner.health.is_up(to));
-                if !ready {
-                    continue;
-                }
-                match self.deliver(hint).await {
-                    Ok(true) => delivered += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::debug!(owner = %hint.owner, error = %e, "orphaned hint not delivered; will retry");
-                        return Ok(delivered);
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(delivered)
     }
 }

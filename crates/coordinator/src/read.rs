@@ -109,8 +109,20 @@ impl<R: Replicas> Coordinator<R> {
             if merged.is_empty() && merged.clock().is_empty() {
                 return;
             }
+            // Only replicas of the key as of now: a fallback that answered keeps no copy worth
+            // repairing (its hints deliver), and a node the ring moved the key away from while
+            // the repair lingered has dropped, or will drop, the partition; a repair there would
+            // be a copy nobody reads or removes.
+            let n = usize::from(this.bucket_props(&key.bucket).n_val);
+            let replicates = |node: &NodeId| {
+                let holds = |ring: &dynamo_ring::Ring| {
+                    ring.preference_list_for_partition(key.partition, n)
+                        .is_primary(node)
+                };
+                holds(&this.ring()) || this.next_ring().is_some_and(|r| holds(&r))
+            };
             for (node, object) in replies {
-                if !is_stale(object.as_ref(), &merged) {
+                if !is_stale(object.as_ref(), &merged) || !replicates(&node) {
                     continue;
                 }
                 this.inner.metrics.read_repairs.inc();

@@ -499,3 +499,45 @@ async fn a_batch_with_a_foreign_key_is_refused_whole() {
         Err(Error::InvalidRequest(_))
     ));
 }
+
+/// A hint held for an owner that the ring moved the key away from goes to the key's current
+/// primaries, not to the old owner, which dropped (or will drop) the partition: delivered there it
+/// would be a copy nobody reads or removes (found by the churn simulation, seed 0).
+#[tokio::test]
+async fn a_hint_for_an_owner_the_ring_moved_away_goes_to_the_new_primaries() {
+    let cluster = Cluster::new();
+    let (p, old) = cluster
+        .current
+        .partitions()
+        .find_map(|p| {
+            let next = cluster.next.preference_list_for_partition(p, 3);
+            let now = cluster.current.preference_list_for_partition(p, 3);
+            let old = now.primaries().iter().find(|x| !next.is_primary(x))?;
+            Some((p, old.clone()))
+        })
+        .expect("a join moves some replica");
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| cluster.current.partition_for_key(b"b", k.as_bytes()) == p)
+        .unwrap();
+    cluster.node("n1").put(put(&key, "v")).await.unwrap();
+    let object_key = ObjectKey::new(p, "b", key.as_str());
+    // The old owner missed the write; a fallback holds a hint for it.
+    let at_old = cluster.stored(old.as_str(), "b", &key).unwrap();
+    cluster.engines[&old]
+        .remove_if_unchanged(&object_key, &at_old)
+        .unwrap();
+    let fallback = ["n1", "n2", "n3", "n4"]
+        .into_iter()
+        .find(|n| id(n) != old)
+        .unwrap();
+    cluster.engines[&id(fallback)]
+        .put_hint(&old, &object_key, &at_old, 1)
+        .unwrap();
+    cluster.switch();
+    let delivered = cluster.node(fallback).hand_off_hints().await.unwrap();
+    assert_eq!(delivered, 1);
+    assert!(cluster.stored(old.as_str(), "b", &key).is_none());
+    assert_eq!(values(&cluster.stored("n5", "b", &key).unwrap()), ["v"]);
+    assert_eq!(cluster.engines[&id(fallback)].hint_count().unwrap(), 0);
+}

@@ -513,7 +513,7 @@ impl<P: GossipPeers> Membership<P> {
         if !state.may_release(me) || self.inner.released_epoch.load(Ordering::Relaxed) == epoch {
             return;
         }
-        let parts = state.partitions_to_release(me);
+        let parts = state.partitions_not_replicated(me);
         let count = parts.len();
         if !parts.is_empty()
             && let Err(e) = mover.release(parts, state.ring().clone()).await
@@ -566,8 +566,20 @@ impl<P: GossipPeers> Membership<P> {
                 done(format!("staged: {node} leaves"))
             }
             AdminCommand::Remove { node } => {
-                self.update(|s| s.stage(Change::Remove { node: node.clone() }))?;
-                done(format!("staged: {node} is removed"))
+                let during = self.update(|s| {
+                    let during = s.pending().is_some();
+                    s.stage(Change::Remove { node: node.clone() })?;
+                    Ok(during)
+                })?;
+                if during {
+                    // `stage` only marks the node down while a change is under way.
+                    done(format!(
+                        "{node} is marked down (an ownership change is in progress); stage its \
+                         removal again once the change finished"
+                    ))
+                } else {
+                    done(format!("staged: {node} is removed"))
+                }
             }
             AdminCommand::Replace { old, new } => {
                 self.update(|s| {

@@ -591,6 +591,33 @@ impl ClusterState {
         self.converged() || self.status_of(me) == Some(Status::Removed)
     }
 
+    /// Every partition `me` replicates neither in the current ring nor in the pending one,
+    /// once the ring has changed at least once: what the node may release. Unlike
+    /// [`ClusterState::partitions_to_release`] it does not depend on the previous ring, so a node
+    /// that missed a release (it was down or cut off while a ring was in force and the next
+    /// change was installed before it caught up) still drops what it kept of older rings.
+    /// Copies it holds only as a fallback go too; their hints carry the data to the owners.
+    pub fn partitions_not_replicated(&self, me: &NodeId) -> Vec<PartitionId> {
+        if self.ring.previous.is_none() {
+            return Vec::new();
+        }
+        let n = usize::from(self.n);
+        let mut keep: BTreeSet<PartitionId> = self
+            .ring
+            .current
+            .partitions_replicated_by(me, n)
+            .into_iter()
+            .collect();
+        if let Some(p) = &self.ring.pending {
+            keep.extend(p.next.partitions_replicated_by(me, n));
+        }
+        self.ring
+            .current
+            .partitions()
+            .filter(|p| !keep.contains(p))
+            .collect()
+    }
+
     /// Transfers of the pending change that `me` must send and that are not synced yet.
     pub fn transfers_to_send(&self, me: &NodeId) -> Vec<(Transfer, Progress)> {
         self.ring

@@ -40,6 +40,20 @@ fn a_join_is_planned_committed_transferred_and_installed() {
         .sum();
     assert!(released > 0);
     assert!(sim.nodes[3].state.partitions_to_release(&id(3)).is_empty());
+    // What a node may release does not depend on the previous ring: everything it does not
+    // replicate now (a superset of the previous ring's difference).
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let loose = n.state.partitions_not_replicated(&id(i));
+        let kept = n.state.ring().partitions_replicated_by(&id(i), 3);
+        assert!(loose.iter().all(|p| !kept.contains(p)), "{}", n.id);
+        assert_eq!(
+            loose.len() + kept.len(),
+            n.state.ring().partitions().count()
+        );
+        for p in n.state.partitions_to_release(&id(i)) {
+            assert!(loose.contains(&p));
+        }
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dynamo_anti_entropy::AntiEntropy;
+use dynamo_coordinator::Coordinator;
 use dynamo_membership::{
     ClusterState, Error, GossipPeers, Identity, MemberInfo, Membership, Options, PartitionMover,
     StateStore, Status,
@@ -21,7 +22,6 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeConfig, Validated};
-use crate::node::NodeCoordinator;
 
 /// Metadata name of the persisted membership state (its bytes carry their own format version).
 pub const META_MEMBERSHIP: &str = "membership";
@@ -242,7 +242,7 @@ pub async fn follow<P: GossipPeers, C: Connector>(
 /// properties), the peer pools (addresses) and anti-entropy (which partitions it tracks).
 pub struct Followers<C: Connector> {
     /// The coordinator.
-    pub coordinator: NodeCoordinator,
+    pub coordinator: Coordinator<PeerPool<C>>,
     /// The coordinator's peer pool.
     pub pool: Arc<PeerPool<C>>,
     /// Anti-entropy and its own peer pool, when it runs.

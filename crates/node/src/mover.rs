@@ -8,35 +8,52 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dynamo_coordinator::TransferOptions;
+use dynamo_coordinator::{Coordinator, Replicas, TRANSFER_TIMEOUT, TransferOptions};
 use dynamo_membership::{Error, PartitionMover, ProgressReport, Result, TransferStats};
 use dynamo_ring::{PartitionId, Ring, Transfer};
+use dynamo_rpc::{PeerPool, TcpConnector};
 use futures::future::BoxFuture;
-
-use crate::node::NodeCoordinator;
 
 /// How often a running transfer's progress is copied into the membership state (and from there
 /// to `dynamo admin transfers` on every node).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs membership's transfers and releases with this node's coordinator.
-#[derive(Default)]
-pub struct CoordinatorMover {
-    coordinator: OnceLock<NodeCoordinator>,
+/// Runs membership's transfers and releases with this node's coordinator. Generic over the
+/// coordinator's replica transport (the simulation runs it over simulated TCP).
+pub struct CoordinatorMover<R = PeerPool<TcpConnector>> {
+    coordinator: OnceLock<Coordinator<R>>,
+    timeout: Duration,
 }
 
-impl CoordinatorMover {
+impl<R> Default for CoordinatorMover<R> {
+    fn default() -> Self {
+        CoordinatorMover {
+            coordinator: OnceLock::new(),
+            timeout: TRANSFER_TIMEOUT,
+        }
+    }
+}
+
+impl<R: Replicas> CoordinatorMover<R> {
     /// A mover whose coordinator is set later with [`CoordinatorMover::attach`].
-    pub fn new() -> Arc<CoordinatorMover> {
+    pub fn new() -> Arc<CoordinatorMover<R>> {
         Arc::new(CoordinatorMover::default())
     }
 
+    /// A mover whose transfer requests time out after `timeout` (the simulation's are short).
+    pub fn with_timeout(timeout: Duration) -> Arc<CoordinatorMover<R>> {
+        Arc::new(CoordinatorMover {
+            timeout,
+            ..CoordinatorMover::default()
+        })
+    }
+
     /// Gives the mover the node's coordinator (once; later calls are ignored).
-    pub fn attach(&self, coordinator: NodeCoordinator) {
+    pub fn attach(&self, coordinator: Coordinator<R>) {
         let _ = self.coordinator.set(coordinator);
     }
 
-    fn coordinator(&self) -> Result<NodeCoordinator> {
+    fn coordinator(&self) -> Result<Coordinator<R>> {
         self.coordinator
             .get()
             .cloned()
@@ -44,7 +61,7 @@ impl CoordinatorMover {
     }
 }
 
-impl PartitionMover for CoordinatorMover {
+impl<R: Replicas> PartitionMover for CoordinatorMover<R> {
     fn transfer(
         &self,
         transfer: Transfer,
@@ -52,6 +69,7 @@ impl PartitionMover for CoordinatorMover {
         report: ProgressReport,
     ) -> BoxFuture<'static, Result<TransferStats>> {
         let coordinator = self.coordinator();
+        let timeout = self.timeout;
         Box::pin(async move {
             let coordinator = coordinator?;
             // Dual writes must reach the next owner before the stream starts (the follower
@@ -61,6 +79,7 @@ impl PartitionMover for CoordinatorMover {
                 .map_err(|e| Error::Transfer(e.to_string()))?;
             let options = TransferOptions {
                 epoch: Some(next.epoch()),
+                timeout,
                 ..TransferOptions::default()
             };
             let run =

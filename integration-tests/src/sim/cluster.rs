@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::SimClock;
+use super::membership::{self, MembershipSetup};
 use super::net::{RPC_PORT, TurmoilConnector, TurmoilListener, rpc_address};
 use super::{Error, Result};
 
@@ -128,6 +129,11 @@ impl SimNode {
         engine.get(key).ok().flatten()
     }
 
+    /// The node's disk (its engine), as it is now.
+    pub fn engine(&self) -> Arc<MemoryEngine> {
+        Arc::clone(&self.disk.lock().engine)
+    }
+
     /// Hints waiting on the node's disk for their owner.
     pub fn hints_pending(&self) -> u64 {
         let engine = Arc::clone(&self.disk.lock().engine);
@@ -152,6 +158,12 @@ pub struct Cluster {
     pub buckets: BTreeMap<Vec<u8>, BucketProps>,
     /// Coordinator tunables.
     pub options: Options,
+    /// Whether the nodes run membership (else the ring is fixed).
+    pub membership: Option<MembershipSetup>,
+    /// The nodes clients send requests to (all of them unless a test narrows it).
+    entry: Mutex<Vec<NodeId>>,
+    /// The ring checks route with, when a test replaced [`Cluster::ring`].
+    routing: Mutex<Option<Ring>>,
     auth: ClusterAuth,
 }
 
@@ -174,6 +186,7 @@ impl Cluster {
         let auth = ClusterAuth::new(SIM_CLUSTER, SIM_SECRET.as_bytes().to_vec())
             .map_err(|e| Error::Setup(format!("auth: {e}")))?;
         Ok(Arc::new(Cluster {
+            entry: Mutex::new(ids.clone()),
             nodes: ids
                 .into_iter()
                 .map(|id| Arc::new(SimNode::new(id)))
@@ -181,8 +194,55 @@ impl Cluster {
             ring,
             buckets,
             options: sim_options(),
+            membership: None,
+            routing: Mutex::new(None),
             auth,
         }))
+    }
+
+    /// `size` nodes running membership: `founders` of them form the cluster, the others start
+    /// alone (clients do not use them until [`Cluster::set_entry`] says so). `seed` seeds gossip.
+    pub fn with_membership(
+        size: usize,
+        founders: usize,
+        buckets: BTreeMap<Vec<u8>, BucketProps>,
+        seed: u64,
+    ) -> Result<Arc<Cluster>> {
+        let plain = Cluster::new(size, buckets)?;
+        let mut cluster = Arc::into_inner(plain)
+            .ok_or_else(|| Error::Setup("a new cluster is not shared".into()))?;
+        if founders == 0 || founders > size {
+            return Err(Error::Setup(format!("{founders} founders of {size} nodes")));
+        }
+        cluster.ring = membership::founding_state(&cluster, founders)?
+            .ring()
+            .clone();
+        *cluster.entry.get_mut() = cluster.nodes[..founders]
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
+        cluster.membership = Some(MembershipSetup { founders, seed });
+        Ok(Arc::new(cluster))
+    }
+
+    /// The cluster's credentials.
+    pub fn auth(&self) -> &ClusterAuth {
+        &self.auth
+    }
+
+    /// The nodes clients send requests to.
+    pub fn entry(&self) -> Vec<NodeId> {
+        self.entry.lock().clone()
+    }
+
+    /// Sets the nodes clients send requests to.
+    pub fn set_entry(&self, nodes: Vec<NodeId>) {
+        *self.entry.lock() = nodes;
+    }
+
+    /// Has the checks route with `ring` from now on (the ring membership ended with).
+    pub fn set_routing(&self, ring: Ring) {
+        *self.routing.lock() = Some(ring);
     }
 
     /// Every member's RPC address.
@@ -208,7 +268,10 @@ impl Cluster {
 
     /// The preference list of `bucket`/`key`.
     pub fn preference_list(&self, bucket: &str, key: &str) -> PreferenceList {
-        self.ring
+        self.routing
+            .lock()
+            .as_ref()
+            .unwrap_or(&self.ring)
             .preference_list(bucket.as_bytes(), key.as_bytes(), usize::from(SIM_N))
     }
 
@@ -250,6 +313,21 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
         let disk = node.disk.lock();
         (Arc::clone(&disk.engine), disk.epoch)
     };
+    // ---- membership (sim::membership): the ring comes from the stored or founding state.
+    let joined = match &cluster.membership {
+        Some(setup) => Some(membership::open(
+            &cluster,
+            setup,
+            &node,
+            Arc::clone(&engine),
+            epoch,
+        )?),
+        None => None,
+    };
+    let ring = joined
+        .as_ref()
+        .map_or_else(|| cluster.ring.clone(), |(m, _)| m.state().ring().clone());
+    // ---- end membership
     let trees = Trees::new();
     let latency = Arc::new(LatencySamples::default());
     let engine: Arc<dyn Engine> = Arc::new(TrackingEngine::new(
@@ -267,7 +345,7 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
     let coordinator = Coordinator::new(Parts {
         me: node.id.clone(),
         actor: Actor::new(node.id.actor_id(), epoch),
-        ring: cluster.ring.clone(),
+        ring: ring.clone(),
         engine: Arc::clone(&engine),
         replicas: Arc::clone(&pool),
         buckets,
@@ -286,7 +364,7 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
     let clock = node.clock.clone();
     let anti_entropy = AntiEntropy::new(dynamo_anti_entropy::Parts {
         me: node.id.clone(),
-        ring: cluster.ring.clone(),
+        ring,
         engine,
         trees,
         latency,
@@ -296,16 +374,28 @@ pub async fn serve(cluster: Arc<Cluster>, node: Arc<SimNode>) -> turmoil::Result
         options: sim_anti_entropy_options(),
     });
     // Anti-entropy dials its own connections, as a node does (see `dynamo_node::RunningNode`).
+    let ae_pool = Arc::new(cluster.pool());
     tokio::spawn(
         anti_entropy
             .clone()
-            .run_worker(Arc::new(cluster.pool()), shutdown.clone()),
+            .run_worker(Arc::clone(&ae_pool), shutdown.clone()),
     );
     let listener = TurmoilListener::bind(RPC_PORT).await?;
-    let book: Arc<dyn AddressBook> = pool;
-    NodeServer::new(coordinator, book)
-        .with_anti_entropy(anti_entropy)
-        .run(listener, cluster.auth.clone(), shutdown)
-        .await;
+    let book: Arc<dyn AddressBook> = Arc::clone(&pool) as Arc<dyn AddressBook>;
+    let mut server =
+        NodeServer::new(coordinator.clone(), book).with_anti_entropy(anti_entropy.clone());
+    // ---- membership (sim::membership): gossip, follower, transfers, admin over rpc.
+    if let Some((membership, mover)) = joined {
+        let running = membership::Running {
+            membership,
+            mover,
+            coordinator,
+            pool,
+            anti_entropy: (anti_entropy, ae_pool),
+        };
+        server = membership::start(running, server, &shutdown);
+    }
+    // ---- end membership
+    server.run(listener, cluster.auth.clone(), shutdown).await;
     Ok(())
 }

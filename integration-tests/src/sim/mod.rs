@@ -19,8 +19,9 @@
 //! element within [`run::STORE_CONVERGE_WITHIN`] of the heal, wiped replicas and N equal to
 //! the cluster size (three-node seeds) included.
 //!
-//! Not here: real processes and hosts (other integration tests) and membership changes (the
-//! ring is fixed).
+//! Not here: real processes and hosts (other integration tests). The ring is fixed in
+//! [`run`]; [`churn`] runs the same nemesis and workload on nodes that run membership
+//! ([`membership`]) while an operator joins, removes, replaces nodes and makes them leave.
 //! Determinism: every choice comes from the seed and all time is simulated. Two leaks were found
 //! and closed: tarpc deadlines are wall-clock instants (the rpc crate's `PeerPool` now enforces
 //! the caller's timeout with a runtime timer and gives tarpc's deadline a grace period so it
@@ -29,10 +30,12 @@
 //! are `biased`. `the_same_seed_replays_the_same_history` in `tests/simulation.rs` checks it.
 
 pub mod checker;
+pub mod churn;
 pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod kv679;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod rng;

@@ -191,7 +191,7 @@ pub struct ClientSetup {
 
 impl ClientSetup {
     fn pick_node(&self, rng: &mut SimRng) -> Option<NodeId> {
-        rng.pick(&self.cluster.nodes).map(|n| n.id.clone())
+        rng.pick(&self.cluster.entry()).cloned()
     }
 }
 
@@ -307,7 +307,7 @@ async fn read_all(
 ) -> Result<GetResponse, String> {
     let mut last = String::from("not tried");
     for _ in 0..FINAL_READ_TRIES {
-        let Some(node) = rng.pick(&cluster.nodes).map(|n| n.id.clone()) else {
+        let Some(node) = rng.pick(&cluster.entry()).cloned() else {
             break;
         };
         let read = GetRequest {
