@@ -42,11 +42,16 @@ impl Operator {
             for turn in 0..TRIES {
                 let at = NodeId::new(self.pick(turn + i, None)).ok();
                 let Some(at) = at else { break };
-                if pool
-                    .delete(&at, delete(&key), client_timeout())
-                    .await
-                    .is_ok()
-                {
+                // Delete what a read of every replica saw: a delete that read nothing (a sloppy
+                // quorum of fallbacks) would delete nothing, and the value would rightly stay.
+                let Ok(seen) = pool.get(&at, read(&key), client_timeout()).await else {
+                    continue;
+                };
+                if !seen.siblings().iter().any(|s| !s.value.deleted) {
+                    continue;
+                }
+                let request = delete(&key, Some(seen.context()));
+                if pool.delete(&at, request, client_timeout()).await.is_ok() {
                     self.deleted.lock().insert(key.clone());
                     break;
                 }
