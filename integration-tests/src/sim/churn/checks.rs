@@ -211,7 +211,30 @@ impl Operator {
             match found {
                 None => self.problem(format!("dels/{key}: final read failed")),
                 Some(live) if live != want && deleted.contains(&key) => {
-                    self.problem(format!("dels/{key}: deleted during a transfer, came back"))
+                    let copies: Vec<String> = self
+                        .cluster
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            let p = self
+                                .cluster
+                                .ring
+                                .partition_for_key(super::DELS_BUCKET.as_bytes(), key.as_bytes());
+                            let object = n.stored(&dynamo_storage::ObjectKey::new(
+                                p,
+                                super::DELS_BUCKET,
+                                key.as_str(),
+                            ));
+                            let what = object.map_or("absent".to_string(), |o| {
+                                let live = o.siblings().iter().filter(|s| !s.value.deleted);
+                                format!("{} live of {}", live.count(), o.siblings().len())
+                            });
+                            format!("{}: {what}", n.name())
+                        })
+                        .collect();
+                    self.problem(format!(
+                        "dels/{key}: deleted during a transfer, came back; copies {copies:?}"
+                    ))
                 }
                 Some(live) if live != want && i >= DEL_KEYS / 2 => {
                     self.problem(format!("dels/{key}: acknowledged write lost"))
