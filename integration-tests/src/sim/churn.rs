@@ -689,9 +689,9 @@ fn put(key: &str) -> PutRequest {
     )
 }
 
-/// A delete of `key` in [`DELS_BUCKET`] (reads first).
-fn delete(key: &str) -> DeleteRequest {
-    DeleteRequest::new(DELS_BUCKET, key, None)
+/// A delete of `key` in [`DELS_BUCKET`] of the versions `context` saw.
+fn delete(key: &str, context: Option<dynamo_versioning::Context>) -> DeleteRequest {
+    DeleteRequest::new(DELS_BUCKET, key, context)
 }
 
 /// A read of `key` in [`DELS_BUCKET`] from every replica.

@@ -42,11 +42,16 @@ impl Operator {
             for turn in 0..TRIES {
                 let at = NodeId::new(self.pick(turn + i, None)).ok();
                 let Some(at) = at else { break };
-                if pool
-                    .delete(&at, delete(&key), client_timeout())
-                    .await
-                    .is_ok()
-                {
+                // Delete what a read of every replica saw: a delete that read nothing (a sloppy
+                // quorum of fallbacks) would delete nothing, and the value would rightly stay.
+                let Ok(seen) = pool.get(&at, read(&key), client_timeout()).await else {
+                    continue;
+                };
+                if !seen.siblings().iter().any(|s| !s.value.deleted) {
+                    continue;
+                }
+                let request = delete(&key, Some(seen.context()));
+                if pool.delete(&at, request, client_timeout()).await.is_ok() {
                     self.deleted.lock().insert(key.clone());
                     break;
                 }
@@ -206,7 +211,30 @@ impl Operator {
             match found {
                 None => self.problem(format!("dels/{key}: final read failed")),
                 Some(live) if live != want && deleted.contains(&key) => {
-                    self.problem(format!("dels/{key}: deleted during a transfer, came back"))
+                    let copies: Vec<String> = self
+                        .cluster
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            let p = self
+                                .cluster
+                                .ring
+                                .partition_for_key(super::DELS_BUCKET.as_bytes(), key.as_bytes());
+                            let object = n.stored(&dynamo_storage::ObjectKey::new(
+                                p,
+                                super::DELS_BUCKET,
+                                key.as_str(),
+                            ));
+                            let what = object.map_or("absent".to_string(), |o| {
+                                let live = o.siblings().iter().filter(|s| !s.value.deleted);
+                                format!("{} live of {}", live.count(), o.siblings().len())
+                            });
+                            format!("{}: {what}", n.name())
+                        })
+                        .collect();
+                    self.problem(format!(
+                        "dels/{key}: deleted during a transfer, came back; copies {copies:?}"
+                    ))
                 }
                 Some(live) if live != want && i >= DEL_KEYS / 2 => {
                     self.problem(format!("dels/{key}: acknowledged write lost"))
