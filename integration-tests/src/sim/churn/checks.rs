@@ -25,9 +25,18 @@ impl Operator {
             for turn in 0..TRIES {
                 let at = NodeId::new(self.pick(turn + i, None)).ok();
                 let Some(at) = at else { break };
-                if pool.put(&at, put(&key), client_timeout()).await.is_ok() {
-                    self.written.lock().insert(key.clone());
-                    break;
+                match pool.put(&at, put(&key), client_timeout()).await {
+                    Ok(_) => {
+                        self.written.lock().insert(key.clone());
+                        break;
+                    }
+                    Err(e) => {
+                        // A failed put may still have stored a version somewhere; a retry would
+                        // make a second, concurrent one that a later delete need not cover. Such a
+                        // key is left out of the checks (found with seeds 258, 625, 781).
+                        self.log(format!("put dels/{key} @{at}: {e}; key left out"));
+                        break;
+                    }
                 }
             }
         }
