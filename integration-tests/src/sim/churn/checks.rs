@@ -17,18 +17,21 @@ use crate::sim::workload::{ClientSetup, now};
 const TRIES: usize = 10;
 
 impl Operator {
-    /// Writes every key of the deletes bucket (each retried until acknowledged).
+    /// Writes every key of the deletes bucket once. A failed put may still have stored a
+    /// version somewhere, and a retry would make a second, concurrent one that a later delete
+    /// need not cover: such a key is left out of the checks (found with seeds 258 and 625).
     pub(super) async fn write_dels(&self) {
         let pool = self.cluster.pool();
         for i in 0..DEL_KEYS {
             let key = dels_key(i);
-            for turn in 0..TRIES {
-                let at = NodeId::new(self.pick(turn + i, None)).ok();
-                let Some(at) = at else { break };
-                if pool.put(&at, put(&key), client_timeout()).await.is_ok() {
+            let Ok(at) = NodeId::new(self.pick(i, None)) else {
+                continue;
+            };
+            match pool.put(&at, put(&key), client_timeout()).await {
+                Ok(_) => {
                     self.written.lock().insert(key.clone());
-                    break;
                 }
+                Err(e) => self.log(format!("put dels/{key} @{at}: {e}; key left out")),
             }
         }
         self.log(format!("dels written: {:?}", self.written.lock()));
