@@ -410,6 +410,14 @@ impl ProcCluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs `dynamo admin ARGS --json` against node `i` and parses its answer.
+    pub async fn admin_json(&self, i: usize, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.admin(i, &all).await?;
+        serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))
+    }
+
     /// The last `lines` lines of node `i`'s log (empty when there is none yet).
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let Ok(node) = self.node(i) else {
@@ -489,6 +497,32 @@ fn parse_reply(raw: &[u8]) -> anyhow::Result<HttpReply> {
         status,
         body: body.to_string(),
     })
+}
+
+/// Polls `check` every `every` until it returns `Some`; fails after `timeout` naming `what`
+/// and the last error or "not yet".
+pub async fn poll_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => String::from("not yet"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("{what}: gave up after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 #[cfg(test)]

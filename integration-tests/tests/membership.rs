@@ -9,11 +9,11 @@
 //! transfers wait, and checks that `dynamo admin transfers` reports them.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dynamo_client::Client;
-use dynamo_integration_tests::procs::ProcCluster;
+use dynamo_integration_tests::procs::{ProcCluster, poll_until};
 use serde_json::Value;
 
 /// Keys written before the join.
@@ -30,31 +30,17 @@ fn binary() -> &'static Path {
 }
 
 async fn admin_json(cluster: &ProcCluster, i: usize, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all: Vec<&str> = args.to_vec();
-    all.push("--json");
-    let out = cluster.admin(i, &all).await?;
-    serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))
+    cluster.admin_json(i, args).await
 }
 
 /// Polls `check` until it returns `Some`, failing after [`CONVERGE_TIMEOUT`] with the last
 /// error or value seen.
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn poll<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => String::from("not yet"),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("{what}: gave up after {CONVERGE_TIMEOUT:?}: {last}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    poll_until(what, CONVERGE_TIMEOUT, POLL, check).await
 }
 
 fn member<'a>(members: &'a Value, id: &str) -> Option<&'a Value> {
